@@ -1,0 +1,235 @@
+//! Typed configuration, parsed once at startup and passed down.
+//!
+//! The YAML shape is a public contract (see README "Config reference"); every struct denies unknown
+//! keys so a typo is a startup error, never a silently ignored setting.
+
+mod load;
+
+pub use load::{load_file, ConfigError};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub forward: Option<ForwardConfig>,
+    /// Tokens longer than this are refused before any base64 or crypto work.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    #[serde(default)]
+    pub verified_token_cache: TokenCacheConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: String,
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub issuer: String,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Find `jwks_uri` at `issuer/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+    /// HMAC secrets (HS256/384/512); several allow rotation, as Atlas `signingKeys` do.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
+    #[serde(default)]
+    pub audience: Vec<String>,
+    #[serde(default)]
+    pub require_any_audience: bool,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    #[serde(default = "default_user_id_claim")]
+    pub user_id_claim: String,
+    #[serde(default = "default_token_from")]
+    pub token_from: Vec<TokenSource>,
+    #[serde(default)]
+    pub metadata_fields: Vec<MetadataField>,
+    /// Lower bound between two JWKS fetches (unknown-kid refetches and Cache-Control alike).
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_seconds: u64,
+    /// Refresh period when the JWKS response carries no usable Cache-Control max-age.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// Upper bound for an honoured Cache-Control max-age.
+    #[serde(default = "default_jwks_max_refresh")]
+    pub jwks_max_refresh_seconds: u64,
+    /// Keys older than this (since the last successful fetch) make `/readyz` fail.
+    #[serde(default = "default_jwks_max_staleness")]
+    pub jwks_max_staleness_seconds: u64,
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub jwks_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum TokenSource {
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataField {
+    pub name: String,
+    #[serde(default)]
+    pub field_name: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderMapping>,
+    #[serde(default)]
+    pub user_header: Option<String>,
+    #[serde(default = "default_true")]
+    pub pass_authorization: bool,
+}
+
+impl Default for ForwardConfig {
+    /// What runs when the config has no `forward` section at all.
+    fn default() -> Self {
+        let mut headers = BTreeMap::new();
+        headers.insert(
+            "X-User-Id".to_owned(),
+            HeaderMapping::Short("%%user.id".to_owned()),
+        );
+        Self {
+            headers,
+            user_header: Some("X-Claimgate-User".to_owned()),
+            pass_authorization: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderMapping {
+    Short(String),
+    Long(HeaderMappingLong),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMappingLong {
+    pub from: String,
+    #[serde(default)]
+    pub encoding: Option<HeaderEncoding>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderEncoding {
+    Csv,
+    Json,
+    Base64url,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_token_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: default_token_cache_entries(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_upstream_timeout_ms() -> u64 {
+    30_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+fn default_clock_skew() -> u64 {
+    60
+}
+fn default_user_id_claim() -> String {
+    "sub".to_owned()
+}
+fn default_token_from() -> Vec<TokenSource> {
+    vec![TokenSource::Header("Authorization".to_owned())]
+}
+fn default_jwks_min_refresh() -> u64 {
+    30
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_jwks_max_refresh() -> u64 {
+    86_400
+}
+fn default_jwks_max_staleness() -> u64 {
+    86_400
+}
+fn default_jwks_timeout_ms() -> u64 {
+    5_000
+}
+fn default_token_cache_entries() -> u64 {
+    100_000
+}
+fn default_true() -> bool {
+    true
+}

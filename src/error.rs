@@ -1,0 +1,210 @@
+//! The one error type of the request path, and the one place it becomes an HTTP response.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Why a request was not forwarded. Each variant has a stable reason code used in the log line,
+/// the metric label and the `error_description`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    TokenMissing,
+    TokenTooLarge,
+    Malformed(&'static str),
+    AlgNotAllowed(String),
+    UnknownKid,
+    /// The key exists but cannot verify this algorithm (RS/HS confusion and the like).
+    KeyAlgMismatch,
+    BadSignature,
+    CritUnsupported(String),
+    IssuerUnknown,
+    TokenSourceNotAllowed,
+    TokenExpired,
+    TokenNotYetValid,
+    AudienceMismatch,
+    ClaimMissing(String),
+    /// No keys were ever loaded for the provider: the token cannot be judged, so this is a 503.
+    KeysUnavailable,
+    Forbidden(String),
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl Reject {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::TokenMissing => "token_missing",
+            Reject::TokenTooLarge => "token_too_large",
+            Reject::Malformed(_) => "malformed",
+            Reject::AlgNotAllowed(_) => "alg_not_allowed",
+            Reject::UnknownKid => "unknown_kid",
+            Reject::KeyAlgMismatch => "key_alg_mismatch",
+            Reject::BadSignature => "bad_signature",
+            Reject::CritUnsupported(_) => "crit_unsupported",
+            Reject::IssuerUnknown => "issuer_unknown",
+            Reject::TokenSourceNotAllowed => "token_source_not_allowed",
+            Reject::TokenExpired => "token_expired",
+            Reject::TokenNotYetValid => "token_not_yet_valid",
+            Reject::AudienceMismatch => "audience_mismatch",
+            Reject::ClaimMissing(_) => "claim_missing",
+            Reject::KeysUnavailable => "keys_unavailable",
+            Reject::Forbidden(_) => "forbidden",
+            Reject::UpstreamUnavailable => "upstream_unavailable",
+            Reject::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// Every code, for pre-registering metric label values.
+    pub const ALL_CODES: &'static [&'static str] = &[
+        "token_missing",
+        "token_too_large",
+        "malformed",
+        "alg_not_allowed",
+        "unknown_kid",
+        "key_alg_mismatch",
+        "bad_signature",
+        "crit_unsupported",
+        "issuer_unknown",
+        "token_source_not_allowed",
+        "token_expired",
+        "token_not_yet_valid",
+        "audience_mismatch",
+        "claim_missing",
+        "keys_unavailable",
+        "forbidden",
+        "upstream_unavailable",
+        "upstream_timeout",
+    ];
+
+    pub fn description(&self) -> String {
+        match self {
+            Reject::TokenMissing => "no bearer token in the request".into(),
+            Reject::TokenTooLarge => "token exceeds the maximum allowed size".into(),
+            Reject::Malformed(what) => format!("malformed token: {what}"),
+            Reject::AlgNotAllowed(alg) => format!("algorithm {alg} is not allowed"),
+            Reject::UnknownKid => "unknown kid: no key with this id".into(),
+            Reject::KeyAlgMismatch => {
+                "the key for this kid cannot verify the token's algorithm".into()
+            }
+            Reject::BadSignature => "bad signature".into(),
+            Reject::CritUnsupported(name) => {
+                format!("unsupported critical header parameter {name:?}")
+            }
+            Reject::IssuerUnknown => "issuer is not trusted".into(),
+            Reject::TokenSourceNotAllowed => {
+                "token was sent where its issuer's provider does not accept it".into()
+            }
+            Reject::TokenExpired => "token expired".into(),
+            Reject::TokenNotYetValid => "token is not valid yet (nbf/iat in the future)".into(),
+            Reject::AudienceMismatch => "audience mismatch".into(),
+            Reject::ClaimMissing(field) => format!("required claim missing: {field}"),
+            Reject::KeysUnavailable => "signing keys are not available yet".into(),
+            Reject::Forbidden(rule) => format!("access denied by rule {rule}"),
+            Reject::UpstreamUnavailable => "upstream unavailable".into(),
+            Reject::UpstreamTimeout => "upstream timed out".into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::Forbidden(_) => StatusCode::FORBIDDEN,
+            Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The OAuth error code (RFC 6750 §3.1) of the body and the challenge.
+    fn oauth_error(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "invalid_token",
+            StatusCode::FORBIDDEN => "insufficient_scope",
+            StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+            _ => "bad_gateway",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let description = self.description();
+        let body = serde_json::json!({
+            "error": self.oauth_error(),
+            "error_description": description,
+            "reason": self.code(),
+        });
+        let mut response = Response::new(full(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let challenge = match &self {
+            // RFC 6750 §3.1: a request without credentials gets no error code.
+            Reject::TokenMissing => Some("Bearer realm=\"claimgate\"".to_owned()),
+            _ if matches!(
+                self.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) =>
+            {
+                Some(format!(
+                    "Bearer error=\"{}\", error_description=\"{}\"",
+                    self.oauth_error(),
+                    quoted_string_safe(&description)
+                ))
+            }
+            _ => None,
+        };
+        if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if self == Reject::KeysUnavailable {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+/// `error_description` may only hold %x20-21 / %x23-5B / %x5D-7E (RFC 6750 §3).
+fn quoted_string_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_token_challenge_names_the_reason() {
+        let r = Reject::TokenExpired.into_response();
+        assert_eq!(r.status(), 401);
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer error=\"invalid_token\", error_description=\"token expired\""
+        );
+    }
+
+    #[test]
+    fn codes_are_listed_once() {
+        let mut codes = Reject::ALL_CODES.to_vec();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), Reject::ALL_CODES.len());
+    }
+}
