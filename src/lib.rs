@@ -3,5 +3,20 @@
 //!
 //! The request path is in [`proxy`]; each step is a module with one job.
 
+pub mod admin;
+pub mod app;
+pub mod claims;
 pub mod config;
+pub mod dev;
+pub mod echo;
 pub mod error;
+pub mod expansion;
+pub mod extract;
+pub mod forward;
+pub mod headers;
+pub mod jwks;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod token_cache;
+pub mod verify;

@@ -1,1 +1,173 @@
-fn main() {}
+use clap::{Parser, Subcommand, ValueEnum};
+use claimgate::app::App;
+use claimgate::config::{self, Config};
+use claimgate::dev::{self, DevIssuer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A JWT-verifying reverse proxy: only requests with a valid token reach the upstream, carrying
+/// trusted identity headers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (YAML).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Run self-contained: built-in dev issuer and echo upstream; needs nothing external.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+    /// Override the proxy listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override the admin listen address.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file: prints `ok` (exit 0) or the file, key and reason (exit 2).
+    Check,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    if let Some(Command::Check) = cli.command {
+        return check(cli.config);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("claimgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        if cli.dev {
+            run_dev(cli.listen, cli.admin_listen).await
+        } else {
+            let path = cli.config.ok_or("either --config FILE or --dev is required")?;
+            let mut config = config::load_file(&path).map_err(|e| e.to_string())?;
+            config.listen = cli.listen.unwrap_or(config.listen);
+            config.admin.listen = cli.admin_listen.unwrap_or(config.admin.listen);
+            let app = App::build(config, None).map_err(|e| e.in_file(&path).to_string())?;
+            run(app).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("claimgate: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("claimgate check: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let built = config::load_file(&path).and_then(|c| App::build(c, None).map_err(|e| e.in_file(&path)));
+    match built {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+async fn run(app: App) -> Result<(), String> {
+    let proxy = bind(app.config.listen, "listen").await?;
+    let admin = bind(app.config.admin.listen, "admin.listen").await?;
+    tracing::info!(listen = %app.config.listen, admin = %app.config.admin.listen, upstream = %app.config.upstream.url, "claimgate started");
+    app.run(proxy, admin, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn run_dev(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
+    let listen = listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let proxy_listener = bind(listen, "--dev proxy").await?;
+    let admin_listener = bind(admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))), "--dev admin").await?;
+    let echo_listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "--dev echo upstream").await?;
+    let (admin_addr, echo_addr) = (
+        admin_listener.local_addr().map_err(|e| e.to_string())?,
+        echo_listener.local_addr().map_err(|e| e.to_string())?,
+    );
+    let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+    let issuer = DevIssuer::generate(admin_addr)?;
+    let token = issuer.mint(&[("sub".into(), "alice".into()), ("name".into(), "Alice".into())])?;
+    let config: Config = dev::config(proxy_addr, admin_addr, echo_addr, &issuer);
+    let app = App::build(config, Some(issuer)).map_err(|e| format!("dev config: {}: {}", e.key, e.reason))?;
+    let stores = app.key_stores.clone();
+    tokio::spawn(claimgate::echo::serve_echo(echo_listener, std::future::pending::<()>()));
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            if stores.iter().all(|s| s.is_ready()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "claimgate --dev: proxy http://{proxy_addr} -> built-in echo upstream; admin http://{admin_addr}\n\
+             Try it:\n  curl -H 'Authorization: Bearer {token}' http://{proxy_addr}/hello\n\
+             Mint more: curl 'http://{admin_addr}/dev/token?sub=alice&name=Alice'"
+        );
+    });
+    app.run(proxy_listener, admin_listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

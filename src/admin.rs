@@ -1,0 +1,103 @@
+//! The admin listener: liveness, readiness, Prometheus metrics, and (only in `--dev`) the dev
+//! issuer's token and JWKS endpoints.
+
+use crate::dev::DevIssuer;
+use crate::error::{full, Body};
+use crate::jwks::KeyStore;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use std::sync::Arc;
+
+pub struct Admin {
+    pub proxy: Arc<Proxy>,
+    pub key_stores: Vec<Arc<KeyStore>>,
+    pub metrics: Arc<Metrics>,
+    pub dev: Option<DevIssuer>,
+}
+
+impl Admin {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".into());
+        }
+        match req.uri().path() {
+            "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" => self.readyz(),
+            "/metrics" => {
+                for store in &self.key_stores {
+                    store.update_age_metric();
+                }
+                self.proxy.token_cache.update_metrics();
+                respond(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.metrics.encode(),
+                )
+            }
+            "/dev/token" if self.dev.is_some() => self.dev_token(req.uri().query().unwrap_or("")),
+            "/dev/jwks.json" => match &self.dev {
+                Some(dev) => respond(StatusCode::OK, "application/json", dev.jwks()),
+                None => not_found(),
+            },
+            _ => not_found(),
+        }
+    }
+
+    fn readyz(&self) -> Response<Body> {
+        let providers: serde_json::Map<String, serde_json::Value> = self
+            .key_stores
+            .iter()
+            .map(|s| {
+                let status = serde_json::json!({
+                    "ready": s.is_ready(),
+                    "keys": s.keys().map_or(0, |k| k.len()),
+                    "key_age_seconds": s.key_age().map(|a| a.as_secs()),
+                });
+                (s.provider().to_owned(), status)
+            })
+            .collect();
+        let ready = self.key_stores.iter().all(|s| s.is_ready());
+        let body = serde_json::json!({ "ready": ready, "providers": providers }).to_string();
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        respond(status, "application/json", body)
+    }
+
+    fn dev_token(&self, query: &str) -> Response<Body> {
+        let Some(dev) = &self.dev else {
+            return not_found();
+        };
+        let params: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect();
+        match dev.mint(&params) {
+            Ok(token) => respond(StatusCode::OK, "text/plain", format!("{token}\n")),
+            Err(why) => respond(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n")),
+        }
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn not_found() -> Response<Body> {
+    respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,128 @@
+//! Building the running proxy from a parsed config (everything here happens once, at startup),
+//! and running its listeners until shutdown.
+
+use crate::admin::Admin;
+use crate::claims::MetadataMapping;
+use crate::config::{Config, ForwardConfig, KeyError};
+use crate::dev::DevIssuer;
+use crate::forward::Forwarder;
+use crate::headers::HeaderPlan;
+use crate::jwks::KeyStore;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::token_cache::TokenCache;
+use crate::verify::{parse_algorithms, ProviderVerifier, Verifier};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub struct App {
+    pub config: Config,
+    pub proxy: Arc<Proxy>,
+    pub admin: Arc<Admin>,
+    pub key_stores: Vec<Arc<KeyStore>>,
+}
+
+impl App {
+    /// Compiles the config into the request path. Does no network I/O, so `claimgate check` can
+    /// run it too.
+    pub fn build(config: Config, dev: Option<DevIssuer>) -> Result<Self, KeyError> {
+        let metrics = Arc::new(Metrics::new());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(
+                config.providers.iter().map(|p| p.jwks_timeout_ms).max().unwrap_or(5000),
+            ))
+            .user_agent(concat!("claimgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| KeyError::new("providers", format!("cannot build the JWKS HTTP client: {e}")))?;
+
+        let mut providers = Vec::with_capacity(config.providers.len());
+        let mut mappings = Vec::with_capacity(config.providers.len());
+        let mut key_stores = Vec::with_capacity(config.providers.len());
+        let mut sources = Vec::new();
+        for (i, p) in config.providers.iter().enumerate() {
+            let algorithms = parse_algorithms(&p.algorithms, &format!("providers[{i}].algorithms"))?;
+            let store = Arc::new(KeyStore::new(i, p, algorithms, client.clone(), metrics.clone())?);
+            providers.push(ProviderVerifier::new(i, p, store.clone())?);
+            mappings.push(MetadataMapping::compile(&p.metadata_fields, &format!("providers[{i}]"))?);
+            key_stores.push(store);
+            for source in &p.token_from {
+                if !sources.contains(source) {
+                    sources.push(source.clone());
+                }
+            }
+        }
+        let forward = config.forward.clone().unwrap_or_else(ForwardConfig::default);
+        let headers = HeaderPlan::compile(&forward, false)?;
+        let token_cache = TokenCache::new(
+            config.verified_token_cache.enabled,
+            config.verified_token_cache.max_entries,
+            metrics.clone(),
+        );
+        let proxy = Arc::new(Proxy {
+            verifier: Verifier::new(providers, config.max_token_bytes),
+            mappings,
+            sources,
+            headers,
+            token_cache,
+            forwarder: Forwarder::new(&config.upstream)?,
+            metrics: metrics.clone(),
+        });
+        let admin = Arc::new(Admin {
+            proxy: proxy.clone(),
+            key_stores: key_stores.clone(),
+            metrics,
+            dev,
+        });
+        Ok(Self {
+            config,
+            proxy,
+            admin,
+            key_stores,
+        })
+    }
+
+    /// Serves the proxy and admin listeners and keeps keys fresh until `shutdown` resolves.
+    pub async fn run(
+        self,
+        proxy_listener: TcpListener,
+        admin_listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        for store in &self.key_stores {
+            tokio::spawn(store.clone().run_refresh(stop_rx.clone()));
+        }
+        let admin = self.admin.clone();
+        let admin_task = tokio::spawn(crate::server::serve(
+            admin_listener,
+            move |req, _peer| {
+                let admin = admin.clone();
+                async move { admin.handle(req).await }
+            },
+            stopped(stop_rx.clone()),
+        ));
+        let proxy = self.proxy.clone();
+        let proxy_task = tokio::spawn(crate::server::serve(
+            proxy_listener,
+            move |req, peer| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer).await }
+            },
+            stopped(stop_rx),
+        ));
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(proxy_task, admin_task);
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `%%` expansions (Atlas's JSON expression variables) shared by forward headers, rules and
+//! /userinfo. Parsed once at config load; resolved per request against a [`Context`].
+
+use crate::claims::{ClaimPath, Identity};
+use serde_json::Value;
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expansion {
+    UserId,
+    UserProvider,
+    /// `%%user.data[.path]`: the mapped metadata fields.
+    UserData(Option<ClaimPath>),
+    /// `%%user.custom_data[.path]`: the user's document from the user data source.
+    CustomData(Option<ClaimPath>),
+    /// `%%user.permissions`: union of the permissions of the user's roles.
+    Permissions,
+    /// `%%token[.path]`: any verified claim.
+    Token(Option<ClaimPath>),
+    RequestMethod,
+    RequestPath,
+    RequestRemoteIp,
+}
+
+/// Which expansions a config location may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    pub user_data: bool,
+    pub request: bool,
+}
+
+impl Expansion {
+    pub fn parse(text: &str, scope: Scope) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("%%")
+            .ok_or_else(|| format!("{text:?} is not an expansion (expected e.g. \"%%user.id\")"))?;
+        let with_path = |prefix: &str| -> Option<Result<Option<ClaimPath>, String>> {
+            if rest == prefix {
+                Some(Ok(None))
+            } else {
+                rest.strip_prefix(prefix)?
+                    .strip_prefix('.')
+                    .map(|p| ClaimPath::parse(p).map(Some))
+            }
+        };
+        let expansion = match rest {
+            "user.id" => Expansion::UserId,
+            "user.provider" => Expansion::UserProvider,
+            "user.permissions" => Expansion::Permissions,
+            "request.method" => Expansion::RequestMethod,
+            "request.path" => Expansion::RequestPath,
+            "request.remoteIPAddress" => Expansion::RequestRemoteIp,
+            _ => {
+                if let Some(path) = with_path("user.data") {
+                    Expansion::UserData(path?)
+                } else if let Some(path) = with_path("user.custom_data") {
+                    Expansion::CustomData(path?)
+                } else if let Some(path) = with_path("token") {
+                    Expansion::Token(path?)
+                } else {
+                    return Err(format!(
+                        "unknown expansion {text:?} (known: %%user.id, %%user.provider, %%user.data.<path>, \
+                         %%user.custom_data.<path>, %%user.permissions, %%token.<path>, %%request.method, \
+                         %%request.path, %%request.remoteIPAddress)"
+                    ));
+                }
+            }
+        };
+        if !scope.user_data && matches!(expansion, Expansion::CustomData(_) | Expansion::Permissions) {
+            return Err(format!("{text:?} needs a `user_data` section"));
+        }
+        if !scope.request
+            && matches!(
+                expansion,
+                Expansion::RequestMethod | Expansion::RequestPath | Expansion::RequestRemoteIp
+            )
+        {
+            return Err(format!("{text:?} is only available in rules"));
+        }
+        Ok(expansion)
+    }
+
+    pub fn needs_user_data(&self) -> bool {
+        matches!(self, Expansion::CustomData(_) | Expansion::Permissions)
+    }
+
+    pub fn resolve<'a>(&self, ctx: &Context<'a>) -> Option<Cow<'a, Value>> {
+        let sub = |root: &'a Value, path: &Option<ClaimPath>| match path {
+            None => (!root.is_null()).then_some(Cow::Borrowed(root)),
+            Some(p) => p.get(root).map(Cow::Borrowed),
+        };
+        match self {
+            Expansion::UserId => Some(Cow::Owned(Value::String(ctx.identity.id.clone()))),
+            Expansion::UserProvider => Some(Cow::Owned(Value::String(ctx.identity.provider.to_string()))),
+            Expansion::UserData(None) => Some(Cow::Owned(Value::Object(ctx.identity.data.clone()))),
+            Expansion::UserData(Some(p)) => p.get_in(&ctx.identity.data).map(Cow::Borrowed),
+            Expansion::Token(None) => Some(Cow::Owned(Value::Object((*ctx.identity.token).clone()))),
+            Expansion::Token(Some(p)) => p.get_in(&ctx.identity.token).map(Cow::Borrowed),
+            Expansion::CustomData(path) => sub(ctx.custom_data?, path),
+            Expansion::Permissions => ctx.permissions.map(Cow::Borrowed),
+            Expansion::RequestMethod => Some(Cow::Owned(Value::String(ctx.request?.method.to_owned()))),
+            Expansion::RequestPath => Some(Cow::Owned(Value::String(ctx.request?.path.to_owned()))),
+            Expansion::RequestRemoteIp => Some(Cow::Owned(Value::String(ctx.request?.remote_ip.to_string()))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub remote_ip: std::net::IpAddr,
+}
+
+/// Everything an expansion can refer to for one request.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub identity: &'a Identity,
+    pub custom_data: Option<&'a Value>,
+    pub permissions: Option<&'a Value>,
+    pub request: Option<RequestFacts<'a>>,
+}

@@ -1,0 +1,170 @@
+//! Identity headers: which client-supplied headers are stripped, and how the trusted ones are
+//! rendered from the caller's identity.
+
+use crate::config::{ForwardConfig, HeaderEncoding, HeaderMapping, KeyError};
+use crate::error::Reject;
+use crate::expansion::{Context, Expansion, Scope};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+struct Mapping {
+    name: HeaderName,
+    source: String,
+    expansion: Expansion,
+    encoding: Option<HeaderEncoding>,
+    required: bool,
+}
+
+/// The compiled `forward` section.
+pub struct HeaderPlan {
+    mappings: Vec<Mapping>,
+    user_header: Option<HeaderName>,
+    /// Every header a client must never be able to supply itself.
+    strip: Vec<HeaderName>,
+    pub pass_authorization: bool,
+    /// Whether rendering needs the user's document; if not, one rendering per token can be cached.
+    pub needs_user_data: bool,
+}
+
+pub type Rendered = Vec<(HeaderName, HeaderValue)>;
+
+fn header_name(text: &str, key: &str) -> Result<HeaderName, KeyError> {
+    let name = HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| KeyError::new(key, format!("{text:?} is not a valid header name")))?;
+    if name == http::header::AUTHORIZATION || name == http::header::HOST || name == http::header::COOKIE {
+        return Err(KeyError::new(key, format!("{text:?} cannot carry identity")));
+    }
+    Ok(name)
+}
+
+impl HeaderPlan {
+    pub fn compile(forward: &ForwardConfig, user_data: bool) -> Result<Self, KeyError> {
+        let scope = Scope {
+            user_data,
+            request: false,
+        };
+        let mut mappings = Vec::with_capacity(forward.headers.len());
+        for (name, mapping) in &forward.headers {
+            let key = format!("forward.headers.{name}");
+            let (source, encoding, required) = match mapping {
+                HeaderMapping::Short(from) => (from, None, false),
+                HeaderMapping::Long(long) => (&long.from, long.encoding, long.required),
+            };
+            let expansion = Expansion::parse(source, scope).map_err(|e| KeyError::new(key.as_str(), e))?;
+            mappings.push(Mapping {
+                name: header_name(name, &key)?,
+                source: source.clone(),
+                expansion,
+                encoding,
+                required,
+            });
+        }
+        let user_header = match &forward.user_header {
+            Some(name) => Some(header_name(name, "forward.user_header")?),
+            None => None,
+        };
+        let mut strip: Vec<HeaderName> = mappings.iter().map(|m| m.name.clone()).collect();
+        strip.extend(user_header.clone());
+        strip.dedup();
+        let needs_user_data = user_data && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_user_data()));
+        Ok(Self {
+            mappings,
+            user_header,
+            strip,
+            pass_authorization: forward.pass_authorization,
+            needs_user_data,
+        })
+    }
+
+    /// Removes every identity header (all copies) a client sent. Runs before anything else so that
+    /// no path, rejected or allowed, can carry a client-chosen identity.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        for name in &self.strip {
+            while headers.remove(name).is_some() {}
+        }
+    }
+
+    pub fn render(&self, ctx: &Context<'_>) -> Result<Rendered, Reject> {
+        let mut out = Vec::with_capacity(self.mappings.len() + 1);
+        for m in &self.mappings {
+            match m.expansion.resolve(ctx) {
+                Some(value) => out.push((m.name.clone(), header_value(&value, m.encoding))),
+                None if m.required => return Err(Reject::ClaimMissing(m.source.trim_start_matches('%').to_owned())),
+                None => {}
+            }
+        }
+        if let Some(name) = &self.user_header {
+            out.push((name.clone(), user_header_value(ctx)));
+        }
+        Ok(out)
+    }
+}
+
+/// base64url(JSON {id, provider, data[, custom_data]}), so any content survives header transport.
+fn user_header_value(ctx: &Context<'_>) -> HeaderValue {
+    let mut doc = serde_json::json!({
+        "id": ctx.identity.id,
+        "provider": &*ctx.identity.provider,
+        "data": ctx.identity.data,
+    });
+    if let (Some(custom), Value::Object(map)) = (ctx.custom_data, &mut doc) {
+        map.insert("custom_data".into(), custom.clone());
+    }
+    encoded(doc.to_string().as_bytes())
+}
+
+fn encoded(bytes: &[u8]) -> HeaderValue {
+    // base64url output is always a valid header value.
+    HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(bytes)).unwrap_or(HeaderValue::from_static(""))
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Scalars as text, arrays comma-joined, objects as compact JSON — unless an encoding is chosen.
+/// Anything that is not visible ASCII is sent base64url-encoded rather than raw or dropped.
+pub fn header_value(value: &Value, encoding: Option<HeaderEncoding>) -> HeaderValue {
+    let rendered = match (encoding, value) {
+        (Some(HeaderEncoding::Json), v) => v.to_string(),
+        (Some(HeaderEncoding::Base64url), v) => return encoded(text(v).as_bytes()),
+        (_, Value::Array(items)) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        (_, v) => text(v),
+    };
+    let visible = rendered.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    if !visible {
+        return encoded(rendered.as_bytes());
+    }
+    HeaderValue::from_str(&rendered).unwrap_or_else(|_| encoded(rendered.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(v: Value, e: Option<HeaderEncoding>) -> String {
+        header_value(&v, e).to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn values_render_by_shape() {
+        assert_eq!(render(json!("ann"), None), "ann");
+        assert_eq!(render(json!(42), None), "42");
+        assert_eq!(render(json!(["a", "b", 3]), None), "a,b,3");
+        assert_eq!(render(json!({"a": 1}), None), "{\"a\":1}");
+        assert_eq!(render(json!(["a", "b"]), Some(HeaderEncoding::Json)), "[\"a\",\"b\"]");
+        assert_eq!(render(json!("hi"), Some(HeaderEncoding::Base64url)), "aGk");
+    }
+
+    #[test]
+    fn unsafe_bytes_are_base64url_encoded() {
+        assert_eq!(render(json!("a\r\nX-Evil: 1"), None), URL_SAFE_NO_PAD.encode("a\r\nX-Evil: 1"));
+        assert_eq!(render(json!("José"), None), URL_SAFE_NO_PAD.encode("José"));
+    }
+}

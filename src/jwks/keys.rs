@@ -1,0 +1,367 @@
+//! Verification keys: JWKs and HMAC secrets parsed once into ready-to-use crypto keys.
+//!
+//! Keys are parsed when a key set is loaded, not per request: an RSA key built from `n`/`e` on
+//! every verification would cost more than the signature check itself.
+
+use aws_lc_rs::{hmac, signature};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The JWS algorithms claimgate verifies; `none` is deliberately absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    HS256,
+    HS384,
+    HS512,
+}
+
+impl Alg {
+    pub const ALL: [Alg; 12] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::EdDSA => "EdDSA",
+            Alg::HS256 => "HS256",
+            Alg::HS384 => "HS384",
+            Alg::HS512 => "HS512",
+        }
+    }
+
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
+    }
+
+    fn rsa_params(self) -> Option<&'static signature::RsaParameters> {
+        Some(match self {
+            Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            Alg::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+            Alg::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+            Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+            Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+            Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+            _ => return None,
+        })
+    }
+
+    fn hmac_algorithm(self) -> Option<hmac::Algorithm> {
+        Some(match self {
+            Alg::HS256 => hmac::HMAC_SHA256,
+            Alg::HS384 => hmac::HMAC_SHA384,
+            Alg::HS512 => hmac::HMAC_SHA512,
+            _ => return None,
+        })
+    }
+}
+
+impl FromStr for Alg {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Alg::ALL.into_iter().find(|a| a.name() == s).ok_or(())
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+enum Verifier {
+    Public(signature::ParsedPublicKey),
+    Hmac(hmac::Key),
+}
+
+/// One key, pre-parsed for each algorithm it is allowed to verify. Restricting a key to the
+/// algorithms its type (and its `alg`, when the JWK names one) permits is what rules out
+/// RS/HS confusion: an RSA key simply has no HMAC verifier.
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    /// SHA-256 of the key material: identifies "the same key" across JWKS refreshes.
+    fingerprint: [u8; 32],
+    verifiers: Vec<(Alg, Verifier)>,
+}
+
+impl fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algs: Vec<_> = self.verifiers.iter().map(|(a, _)| a.name()).collect();
+        f.debug_struct("VerifyKey").field("kid", &self.kid).field("algs", &algs).finish()
+    }
+}
+
+impl VerifyKey {
+    pub fn supports(&self, alg: Alg) -> bool {
+        self.verifiers.iter().any(|(a, _)| *a == alg)
+    }
+
+    /// `Some(true)` verified, `Some(false)` bad signature, `None` this key cannot do `alg`.
+    pub fn verify(&self, alg: Alg, message: &[u8], sig: &[u8]) -> Option<bool> {
+        let (_, verifier) = self.verifiers.iter().find(|(a, _)| *a == alg)?;
+        Some(match verifier {
+            Verifier::Public(key) => key.verify_sig(message, sig).is_ok(),
+            Verifier::Hmac(key) => hmac::verify(key, message, sig).is_ok(),
+        })
+    }
+
+    pub fn hmac(secret: &[u8], allowed: &[Alg]) -> Option<Self> {
+        let verifiers: Vec<_> = allowed
+            .iter()
+            .filter_map(|alg| Some((*alg, Verifier::Hmac(hmac::Key::new(alg.hmac_algorithm()?, secret)))))
+            .collect();
+        (!verifiers.is_empty()).then_some(Self {
+            kid: None,
+            fingerprint: fingerprint(&[b"oct", secret]),
+            verifiers,
+        })
+    }
+
+    /// Parses a JWK; `Err` says why it is unusable (logged, the rest of the set still loads).
+    pub fn from_jwk(jwk: &Jwk, allowed: &[Alg]) -> Result<Self, String> {
+        if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+            return Err(format!("use {:?} is not \"sig\"", jwk.use_.as_deref().unwrap_or("")));
+        }
+        let declared = match jwk.alg.as_deref() {
+            Some(name) => Some(name.parse::<Alg>().map_err(|()| format!("unsupported alg {name:?}"))?),
+            None => None,
+        };
+        let candidates: Vec<Alg> = allowed
+            .iter()
+            .copied()
+            .filter(|a| declared.is_none_or(|d| d == *a))
+            .collect();
+        let material = [
+            jwk.kty.as_bytes(),
+            jwk.n.as_deref().unwrap_or("").as_bytes(),
+            jwk.e.as_deref().unwrap_or("").as_bytes(),
+            jwk.crv.as_deref().unwrap_or("").as_bytes(),
+            jwk.x.as_deref().unwrap_or("").as_bytes(),
+            jwk.y.as_deref().unwrap_or("").as_bytes(),
+        ];
+        let verifiers = match jwk.kty.as_str() {
+            "RSA" => {
+                let n = b64(&jwk.n, "n")?;
+                let e = b64(&jwk.e, "e")?;
+                let components = signature::RsaPublicKeyComponents {
+                    n: strip_leading_zeros(&n),
+                    e: strip_leading_zeros(&e),
+                };
+                let mut out = Vec::new();
+                for alg in candidates {
+                    if let Some(params) = alg.rsa_params() {
+                        let key = components
+                            .to_parsed_public_key(params)
+                            .map_err(|e| format!("invalid RSA key: {e}"))?;
+                        out.push((alg, Verifier::Public(key)));
+                    }
+                }
+                out
+            }
+            "EC" => {
+                let (alg, verification, len): (_, &'static signature::EcdsaVerificationAlgorithm, _) =
+                    match jwk.crv.as_deref() {
+                        Some("P-256") => (Alg::ES256, &signature::ECDSA_P256_SHA256_FIXED, 32),
+                        Some("P-384") => (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48),
+                        other => return Err(format!("unsupported EC curve {other:?}")),
+                    };
+                if !candidates.contains(&alg) {
+                    Vec::new()
+                } else {
+                    let (x, y) = (b64(&jwk.x, "x")?, b64(&jwk.y, "y")?);
+                    if x.len() != len || y.len() != len {
+                        return Err("EC coordinates have the wrong length".into());
+                    }
+                    let mut point = Vec::with_capacity(1 + 2 * len);
+                    point.push(0x04);
+                    point.extend_from_slice(&x);
+                    point.extend_from_slice(&y);
+                    let key = signature::ParsedPublicKey::new(verification, point)
+                        .map_err(|e| format!("invalid EC key: {e}"))?;
+                    vec![(alg, Verifier::Public(key))]
+                }
+            }
+            "OKP" => {
+                if jwk.crv.as_deref() != Some("Ed25519") {
+                    return Err(format!("unsupported OKP curve {:?}", jwk.crv));
+                }
+                if !candidates.contains(&Alg::EdDSA) {
+                    Vec::new()
+                } else {
+                    let key = signature::ParsedPublicKey::new(&signature::ED25519, b64(&jwk.x, "x")?)
+                        .map_err(|e| format!("invalid Ed25519 key: {e}"))?;
+                    vec![(Alg::EdDSA, Verifier::Public(key))]
+                }
+            }
+            // Symmetric secrets never come from a published JWKS: accepting them would let anyone
+            // who can read the JWKS mint tokens.
+            "oct" => return Err("symmetric (oct) keys are not accepted from a JWKS".into()),
+            other => return Err(format!("unsupported kty {other:?}")),
+        };
+        if verifiers.is_empty() {
+            return Err("no allowed algorithm fits this key".into());
+        }
+        Ok(Self {
+            kid: jwk.kid.clone(),
+            fingerprint: fingerprint(&material),
+            verifiers,
+        })
+    }
+}
+
+fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        // Length-prefixed so that moving bytes between fields changes the fingerprint.
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn b64(field: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
+    let text = field.as_deref().ok_or_else(|| format!("missing {name:?}"))?;
+    URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| format!("{name:?} is not base64url"))
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes[start..].to_vec()
+}
+
+/// The fields of a JWK that matter for verification; others are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    #[serde(default)]
+    pub kid: Option<String>,
+    #[serde(default)]
+    pub alg: Option<String>,
+    #[serde(default, rename = "use")]
+    pub use_: Option<String>,
+    #[serde(default)]
+    pub n: Option<String>,
+    #[serde(default)]
+    pub e: Option<String>,
+    #[serde(default)]
+    pub crv: Option<String>,
+    #[serde(default)]
+    pub x: Option<String>,
+    #[serde(default)]
+    pub y: Option<String>,
+}
+
+/// A provider's usable keys at one point in time; replaced whole on refresh.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<Arc<VerifyKey>>,
+    by_kid: HashMap<String, usize>,
+}
+
+pub enum Lookup<'a> {
+    Found(&'a [Arc<VerifyKey>]),
+    UnknownKid,
+}
+
+impl KeySet {
+    pub fn new(keys: Vec<VerifyKey>) -> Self {
+        let keys: Vec<_> = keys.into_iter().map(Arc::new).collect();
+        let by_kid = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((k.kid.clone()?, i)))
+            .collect();
+        Self { keys, by_kid }
+    }
+
+    /// Parses a JWKS document; unusable keys are returned as warnings rather than failing the set.
+    pub fn from_jwks(body: &[u8], allowed: &[Alg]) -> Result<(Self, Vec<String>), String> {
+        #[derive(Deserialize)]
+        struct Doc {
+            keys: Vec<serde_json::Value>,
+        }
+        let doc: Doc = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let mut keys = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, raw) in doc.keys.into_iter().enumerate() {
+            let parsed = serde_json::from_value::<Jwk>(raw)
+                .map_err(|e| e.to_string())
+                .and_then(|jwk| VerifyKey::from_jwk(&jwk, allowed).map_err(|e| format!("kid {:?}: {e}", jwk.kid)));
+            match parsed {
+                Ok(key) => keys.push(key),
+                Err(why) => warnings.push(format!("keys[{i}]: {why}")),
+            }
+        }
+        if keys.is_empty() {
+            return Err(format!("no usable key in the JWKS ({})", warnings.join("; ")));
+        }
+        Ok((Self::new(keys), warnings))
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// With a `kid`, exactly that key; without one, every key (tried in turn, as Envoy does).
+    pub fn lookup(&self, kid: Option<&str>) -> Lookup<'_> {
+        match kid {
+            Some(kid) => match self.by_kid.get(kid) {
+                Some(&i) => Lookup::Found(std::slice::from_ref(&self.keys[i])),
+                None => Lookup::UnknownKid,
+            },
+            None => Lookup::Found(&self.keys),
+        }
+    }
+
+    /// Whether `key` (same kid, same material) is still part of this set: a cached verification
+    /// is only valid while the key that made it is still published.
+    pub fn contains(&self, key: &VerifyKey) -> bool {
+        match &key.kid {
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .is_some_and(|&i| self.keys[i].fingerprint == key.fingerprint),
+            None => self.keys.iter().any(|k| k.fingerprint == key.fingerprint),
+        }
+    }
+}

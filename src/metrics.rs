@@ -1,0 +1,145 @@
+//! Prometheus metrics. Label values for request outcomes are created once at startup so that the
+//! hot path increments a ready counter instead of hashing a label set.
+
+use crate::error::Reject;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabel {
+    pub provider: String,
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    outcomes: HashMap<&'static str, Counter>,
+    pub request_duration: Histogram,
+    pub jwks_fetches: Family<FetchLabel, Counter>,
+    pub jwks_keys: Family<ProviderLabel, Gauge>,
+    pub jwks_key_age_seconds: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
+    pub token_cache_entries: Gauge,
+    pub token_cache_hits: Counter,
+    pub token_cache_misses: Counter,
+    pub token_cache_hit_ratio: Gauge<f64, AtomicU64>,
+}
+
+pub const ALLOWED: &str = "allowed";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("claimgate");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by outcome: allowed, or the reason code of the rejection",
+            requests.clone(),
+        );
+        let outcomes = std::iter::once(ALLOWED)
+            .chain(Reject::ALL_CODES.iter().copied())
+            .map(|outcome| (outcome, requests.get_or_create(&OutcomeLabel { outcome }).clone()))
+            .collect();
+        let request_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "request_duration_seconds",
+            "Time from request arrival to response headers (including the upstream)",
+            request_duration.clone(),
+        );
+        let jwks_fetches = Family::<FetchLabel, Counter>::default();
+        registry.register("jwks_fetches", "JWKS fetches by provider and result", jwks_fetches.clone());
+        let jwks_keys = Family::<ProviderLabel, Gauge>::default();
+        registry.register("jwks_keys", "Usable keys loaded per provider", jwks_keys.clone());
+        let jwks_key_age_seconds = Family::<ProviderLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "jwks_key_age_seconds",
+            "Seconds since the provider's keys were last fetched successfully",
+            jwks_key_age_seconds.clone(),
+        );
+        let token_cache_entries = Gauge::default();
+        registry.register(
+            "token_cache_entries",
+            "Entries in the verified-token cache",
+            token_cache_entries.clone(),
+        );
+        let token_cache_hits = Counter::default();
+        registry.register("token_cache_hits", "Verified-token cache hits", token_cache_hits.clone());
+        let token_cache_misses = Counter::default();
+        registry.register(
+            "token_cache_misses",
+            "Verified-token cache misses",
+            token_cache_misses.clone(),
+        );
+        let token_cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "token_cache_hit_ratio",
+            "Verified-token cache hits / lookups since start",
+            token_cache_hit_ratio.clone(),
+        );
+        Self {
+            registry,
+            outcomes,
+            request_duration,
+            jwks_fetches,
+            jwks_keys,
+            jwks_key_age_seconds,
+            token_cache_entries,
+            token_cache_hits,
+            token_cache_misses,
+            token_cache_hit_ratio,
+        }
+    }
+
+    /// Registers metrics owned by another module (user data, policy) under the same prefix.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn count_outcome(&self, outcome: &str) {
+        if let Some(counter) = self.outcomes.get(outcome) {
+            counter.inc();
+        }
+    }
+
+    pub fn jwks_fetch(&self, provider: &str, ok: bool) {
+        self.jwks_fetches
+            .get_or_create(&FetchLabel {
+                provider: provider.to_owned(),
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let hits = self.token_cache_hits.get();
+        let lookups = hits + self.token_cache_misses.get();
+        if lookups > 0 {
+            self.token_cache_hit_ratio.set(hits as f64 / lookups as f64);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,92 @@
+//! The verified-token cache: a repeat of a byte-identical token skips parsing, signature and claim
+//! mapping. Keyed by SHA-256 of the whole token (never a prefix, kid or signature alone, which
+//! would let a tampered payload ride on a cached verification); an entry expires at the token's
+//! `exp`, and is ignored once the key that verified it is no longer published.
+
+use crate::claims::Identity;
+use crate::headers::Rendered;
+use crate::metrics::Metrics;
+use crate::verify::{now_seconds, Verified};
+use moka::sync::Cache;
+use moka::Expiry;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What a verified token yields; shared by every request that presents the same token.
+#[derive(Debug)]
+pub struct Session {
+    pub verified: Verified,
+    pub identity: Identity,
+    /// Identity headers rendered once, when they depend only on the token.
+    pub rendered: OnceLock<Rendered>,
+}
+
+pub type TokenDigest = [u8; 32];
+
+pub fn digest(token: &str) -> TokenDigest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+struct UntilExp;
+
+impl Expiry<TokenDigest, Arc<Session>> for UntilExp {
+    fn expire_after_create(&self, _key: &TokenDigest, session: &Arc<Session>, _now: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(session.verified.exp.saturating_sub(now_seconds())))
+    }
+}
+
+pub struct TokenCache {
+    cache: Option<Cache<TokenDigest, Arc<Session>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenCache {
+    pub fn new(enabled: bool, max_entries: u64, metrics: Arc<Metrics>) -> Self {
+        let cache = enabled.then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(UntilExp)
+                .build()
+        });
+        Self { cache, metrics }
+    }
+
+    /// A cached session for this token, if one exists and `still_valid` agrees.
+    pub fn get(&self, key: &TokenDigest, still_valid: impl FnOnce(&Verified) -> bool) -> Option<Arc<Session>> {
+        let cache = self.cache.as_ref()?;
+        match cache.get(key) {
+            Some(session) if still_valid(&session.verified) => {
+                self.metrics.token_cache_hits.inc();
+                Some(session)
+            }
+            Some(_) => {
+                cache.invalidate(key);
+                self.metrics.token_cache_misses.inc();
+                None
+            }
+            None => {
+                self.metrics.token_cache_misses.inc();
+                None
+            }
+        }
+    }
+
+    pub fn insert(&self, key: TokenDigest, session: Arc<Session>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key, session);
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
+    }
+
+    pub fn update_metrics(&self) {
+        self.metrics.token_cache_entries.set(self.entry_count() as i64);
+    }
+}

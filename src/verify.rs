@@ -1,0 +1,292 @@
+//! Verifying a compact JWS: size, structure, header, issuer routing, algorithm allow-list, key
+//! choice, signature, then the time and audience claims.
+//!
+//! `jku`, `x5u`, `jwk` and `x5c` header parameters are never read: keys only ever come from the
+//! provider's configured JWKS or secrets.
+
+use crate::claims::ClaimPath;
+use crate::config::{KeyError, ProviderConfig, TokenSource};
+use crate::error::Reject;
+use crate::jwks::{Alg, KeyStore, Lookup, VerifyKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub struct ProviderVerifier {
+    pub index: usize,
+    pub name: Arc<str>,
+    pub issuer: String,
+    pub keys: Arc<KeyStore>,
+    pub sources: Vec<TokenSource>,
+    algorithms: Vec<Alg>,
+    audience: Vec<String>,
+    require_any_audience: bool,
+    skew: u64,
+    user_id: ClaimPath,
+    user_id_claim: String,
+}
+
+/// A token whose signature and claims checked out.
+#[derive(Debug)]
+pub struct Verified {
+    pub provider: usize,
+    pub user_id: String,
+    pub claims: Arc<Map<String, Value>>,
+    /// The token's `exp`: no cached use of this verification may outlive it.
+    pub exp: u64,
+    pub key: Arc<VerifyKey>,
+}
+
+pub fn parse_algorithms(names: &[String], key: &str) -> Result<Vec<Alg>, KeyError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            name.parse::<Alg>().map_err(|()| {
+                let hint = if name.eq_ignore_ascii_case("none") {
+                    "`none` is never accepted".to_owned()
+                } else {
+                    format!("unsupported algorithm {name:?}")
+                };
+                KeyError::new(format!("{key}[{i}]"), hint)
+            })
+        })
+        .collect()
+}
+
+impl ProviderVerifier {
+    pub fn new(index: usize, p: &ProviderConfig, keys: Arc<KeyStore>) -> Result<Self, KeyError> {
+        let algorithms = parse_algorithms(&p.algorithms, &format!("providers[{index}].algorithms"))?;
+        if p.signing_keys.is_empty() && algorithms.iter().any(|a| a.is_hmac()) {
+            return Err(KeyError::new(
+                format!("providers[{index}].algorithms"),
+                "HS256/384/512 need `signing_keys`; HMAC keys are never taken from a JWKS",
+            ));
+        }
+        let user_id = ClaimPath::parse(&p.user_id_claim)
+            .map_err(|e| KeyError::new(format!("providers[{index}].user_id_claim"), e))?;
+        Ok(Self {
+            index,
+            name: Arc::from(p.name.as_str()),
+            issuer: p.issuer.clone(),
+            keys,
+            sources: p.token_from.clone(),
+            algorithms,
+            audience: p.audience.clone(),
+            require_any_audience: p.require_any_audience,
+            skew: p.clock_skew_seconds,
+            user_id,
+            user_id_claim: p.user_id_claim.clone(),
+        })
+    }
+
+    pub fn algorithms(&self) -> &[Alg] {
+        &self.algorithms
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Vec<String>>,
+}
+
+/// The parts of a token that are known before any key is used.
+struct Parsed<'t> {
+    signing_input: &'t str,
+    signature: Vec<u8>,
+    alg: Alg,
+    kid: Option<String>,
+    claims: Map<String, Value>,
+}
+
+fn parse(token: &str) -> Result<Parsed<'_>, Reject> {
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        let what = if token.split('.').count() == 5 {
+            "encrypted tokens (JWE) are not supported"
+        } else {
+            "a JWT has three dot-separated parts"
+        };
+        return Err(Reject::Malformed(what));
+    };
+    let header_bytes = decode_b64(header_b64, "header is not base64url")?;
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|_| Reject::Malformed("header is not a JSON object"))?;
+    let alg_name = header.alg.ok_or(Reject::Malformed("header has no alg"))?;
+    let alg = alg_name
+        .parse::<Alg>()
+        .map_err(|()| Reject::AlgNotAllowed(alg_name.clone()))?;
+    // RFC 7515 §4.1.11: we implement no extensions, so any critical parameter is unknown.
+    if let Some(crit) = header.crit {
+        let name = crit.into_iter().next().unwrap_or_default();
+        return Err(Reject::CritUnsupported(name));
+    }
+    let payload = decode_b64(payload_b64, "payload is not base64url")?;
+    let claims: Map<String, Value> =
+        serde_json::from_slice(&payload).map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
+    let signature = decode_b64(signature_b64, "signature is not base64url")?;
+    Ok(Parsed {
+        signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+        signature,
+        alg,
+        kid: header.kid,
+        claims,
+    })
+}
+
+fn decode_b64(text: &str, what: &'static str) -> Result<Vec<u8>, Reject> {
+    URL_SAFE_NO_PAD.decode(text).map_err(|_| Reject::Malformed(what))
+}
+
+pub fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Verifies tokens against the configured providers; chooses the provider by the `iss` claim.
+pub struct Verifier {
+    pub providers: Vec<ProviderVerifier>,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    pub fn new(providers: Vec<ProviderVerifier>, max_token_bytes: usize) -> Self {
+        Self {
+            providers,
+            max_token_bytes,
+        }
+    }
+
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Verified, Reject> {
+        if token.len() > self.max_token_bytes {
+            return Err(Reject::TokenTooLarge);
+        }
+        let parsed = parse(token)?;
+        // `iss` is read before the signature is checked, but only to pick whose keys to use.
+        let provider = parsed
+            .claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .and_then(|iss| self.providers.iter().find(|p| p.issuer == iss))
+            .ok_or(Reject::IssuerUnknown)?;
+        if !provider.algorithms.contains(&parsed.alg) {
+            return Err(Reject::AlgNotAllowed(parsed.alg.name().to_owned()));
+        }
+        let key = self.check_signature(provider, &parsed).await?;
+        let now = now_seconds();
+        let exp = check_times(&parsed.claims, now, provider.skew)?;
+        check_audience(provider, &parsed.claims)?;
+        let user_id = match provider.user_id.get_in(&parsed.claims) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(Reject::ClaimMissing(provider.user_id_claim.clone())),
+        };
+        Ok(Verified {
+            provider: provider.index,
+            user_id,
+            claims: Arc::new(parsed.claims),
+            exp,
+            key,
+        })
+    }
+
+    async fn check_signature(&self, provider: &ProviderVerifier, parsed: &Parsed<'_>) -> Result<Arc<VerifyKey>, Reject> {
+        let keys = provider.keys.keys().ok_or(Reject::KeysUnavailable)?;
+        let kid = parsed.kid.as_deref();
+        if let Lookup::Found(candidates) = keys.lookup(kid) {
+            return verify_with(candidates, parsed);
+        }
+        // An unknown kid usually means the issuer rotated keys since we last looked.
+        let refreshed = provider.keys.refresh_for_unknown_kid().await.ok_or(Reject::UnknownKid)?;
+        match refreshed.lookup(kid) {
+            Lookup::Found(candidates) => verify_with(candidates, parsed),
+            Lookup::UnknownKid => Err(Reject::UnknownKid),
+        }
+    }
+
+    /// Whether a cached verification may still be used: not expired and its key still published.
+    pub fn still_valid(&self, verified: &Verified, now: u64) -> bool {
+        now < verified.exp
+            && self.providers[verified.provider]
+                .keys
+                .keys()
+                .is_some_and(|set| set.contains(&verified.key))
+    }
+}
+
+fn verify_with(candidates: &[Arc<VerifyKey>], parsed: &Parsed<'_>) -> Result<Arc<VerifyKey>, Reject> {
+    let mut any_fits = false;
+    for key in candidates {
+        match key.verify(parsed.alg, parsed.signing_input.as_bytes(), &parsed.signature) {
+            Some(true) => return Ok(key.clone()),
+            Some(false) => any_fits = true,
+            None => {}
+        }
+    }
+    Err(if any_fits { Reject::BadSignature } else { Reject::KeyAlgMismatch })
+}
+
+fn numeric_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, Reject> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .map(Some)
+            .ok_or(Reject::Malformed("a time claim is not a positive number")),
+        Some(_) => Err(Reject::Malformed("a time claim is not a number")),
+    }
+}
+
+/// Returns the raw `exp` (the skew only widens acceptance, never cache lifetime). A token without `exp` is refused: a bearer token that never expires cannot be
+/// revoked.
+fn check_times(claims: &Map<String, Value>, now: u64, skew: u64) -> Result<u64, Reject> {
+    let exp = numeric_claim(claims, "exp")?.ok_or_else(|| Reject::ClaimMissing("exp".into()))?;
+    if now >= exp.saturating_add(skew) {
+        return Err(Reject::TokenExpired);
+    }
+    for name in ["nbf", "iat"] {
+        if numeric_claim(claims, name)?.is_some_and(|t| t > now.saturating_add(skew)) {
+            return Err(Reject::TokenNotYetValid);
+        }
+    }
+    Ok(exp)
+}
+
+/// Atlas semantics: every configured audience must be in `aud`, or any one of them with
+/// `require_any_audience`; an empty list disables the check.
+fn check_audience(provider: &ProviderVerifier, claims: &Map<String, Value>) -> Result<(), Reject> {
+    if provider.audience.is_empty() {
+        return Ok(());
+    }
+    let present: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let has = |a: &String| present.contains(&a.as_str());
+    let ok = if provider.require_any_audience {
+        provider.audience.iter().any(has)
+    } else {
+        provider.audience.iter().all(has)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Reject::AudienceMismatch)
+    }
+}
