@@ -4,4 +4,7 @@
 //! The request path is in [`proxy`]; each step is a module with one job.
 
 pub mod config;
+pub mod echo;
 pub mod error;
+pub mod forward;
+pub mod server;

@@ -5,7 +5,7 @@
 
 mod load;
 
-pub use load::{load_file, ConfigError};
+pub use load::{load_file, ConfigError, KeyError};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
