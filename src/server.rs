@@ -81,3 +81,50 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::full;
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use tokio::net::TcpStream;
+    use tokio::sync::{mpsc, oneshot};
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (started_tx, mut started_rx) = mpsc::channel(1);
+        let handler = move |_req: Request<Incoming>, _peer: SocketAddr| {
+            let started = started_tx.clone();
+            async move {
+                let _ = started.send(()).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Response::new(full("done"))
+            }
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, handler, async {
+            let _ = stop_rx.await;
+        }));
+
+        let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+        let request = Request::get(format!("http://{addr}/"))
+            .body(full(""))
+            .unwrap();
+        let in_flight = tokio::spawn(async move { client.request(request).await });
+        started_rx.recv().await.unwrap();
+        stop_tx.send(()).unwrap();
+
+        let response = in_flight.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "done");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+}

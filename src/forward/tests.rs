@@ -210,6 +210,28 @@ async fn start_upgrade_upstream() -> SocketAddr {
 }
 
 #[tokio::test]
+async fn hop_by_hop_response_headers_are_removed() {
+    let (listener, addr) = bind().await;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            read_head(&mut stream).await;
+            let response = b"HTTP/1.1 200 OK\r\nConnection: x-up-secret\r\nX-Up-Secret: 1\r\n\
+                Keep-Alive: timeout=5\r\nX-Up-Kept: 1\r\nContent-Length: 2\r\n\r\nok";
+            let _ = stream.write_all(response).await;
+        }
+    });
+    let proxy = start_proxy(upstream(format!("http://{addr}"), 5_000)).await;
+    let response = client(false).request(get(proxy)).await.unwrap();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "ok");
+    assert_eq!(headers["x-up-kept"], "1");
+    for gone in ["x-up-secret", "keep-alive", "connection"] {
+        assert!(headers.get(gone).is_none(), "{gone} reached the client");
+    }
+}
+
+#[tokio::test]
 async fn upgrade_round_trips_raw_bytes() {
     let upstream_addr = start_upgrade_upstream().await;
     let proxy = start_proxy(upstream(format!("http://{upstream_addr}"), 5_000)).await;
