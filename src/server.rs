@@ -1,0 +1,130 @@
+//! The accept loop shared by the proxy listener and the admin listener.
+
+use crate::error::Body;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Open connections get this long to finish once shutdown starts; after that they are dropped so
+/// a stuck client cannot hold the process up past an orchestrator's kill deadline.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept errors are mostly resource exhaustion (EMFILE, ENFILE, ENOBUFS); retrying at once would
+/// spin the CPU without giving the process any chance to free descriptors.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Serves HTTP/1.1 (with upgrades) and h2c prior knowledge on `listener` until `shutdown`
+/// resolves, then drains open connections for at most [`DRAIN_TIMEOUT`].
+pub async fn serve<F, Fut>(listener: TcpListener, handler: F, shutdown: impl Future<Output = ()>)
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper only enforces its header-read timeout (slowloris protection) when it has a timer.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let local = listener.local_addr().ok();
+    tokio::pin!(shutdown);
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(listener = ?local, %error, "accept failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_RETRY_DELAY) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        // Small request/response writes would otherwise wait on Nagle + delayed ACK (~40 ms).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let response = handler(req, peer);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // Clients hanging up mid-request are routine for a proxy, not worth a warning.
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+
+    // Stop accepting before draining so the orchestrator's next connection goes elsewhere.
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!(listener = ?local, "connections still open after drain timeout; closing");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::full;
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use tokio::net::TcpStream;
+    use tokio::sync::{mpsc, oneshot};
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (started_tx, mut started_rx) = mpsc::channel(1);
+        let handler = move |_req: Request<Incoming>, _peer: SocketAddr| {
+            let started = started_tx.clone();
+            async move {
+                let _ = started.send(()).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Response::new(full("done"))
+            }
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, handler, async {
+            let _ = stop_rx.await;
+        }));
+
+        let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+        let request = Request::get(format!("http://{addr}/"))
+            .body(full(""))
+            .unwrap();
+        let in_flight = tokio::spawn(async move { client.request(request).await });
+        started_rx.recv().await.unwrap();
+        stop_tx.send(()).unwrap();
+
+        let response = in_flight.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "done");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+}
