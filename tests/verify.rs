@@ -1,0 +1,308 @@
+//! Token verification as a client sees it: which tokens reach the upstream and which get a 401
+//! with which reason code.
+
+mod common;
+
+use common::keys::{hs256_with_secret, tamper_payload, unsigned_token};
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+/// Starts an echo upstream, a JWKS server publishing `keys`, and a proxy using them.
+async fn setup(keys: &[&SigningKey], config: impl FnOnce(TestConfig) -> TestConfig) -> Env {
+    let upstream = EchoUpstream::start().await;
+    let jwks_server = JwksServer::start(jwks(keys)).await;
+    let proxy = Proxy::start(&config(TestConfig::jwks(
+        &upstream.url(),
+        &jwks_server.uri(),
+    )))
+    .await;
+    Env {
+        upstream,
+        _jwks: jwks_server,
+        proxy,
+    }
+}
+
+struct Env {
+    upstream: EchoUpstream,
+    _jwks: JwksServer,
+    proxy: Proxy,
+}
+
+/// The identity every default-claims token must produce upstream.
+fn assert_alice(echo: &Echo) {
+    assert_eq!(echo.header("x-user-id"), Some("alice"));
+    assert_eq!(echo.header("x-user-name"), Some("Alice"));
+    let user = decode_user_header(echo.header("x-claimgate-user").expect("user header"));
+    assert_eq!(user["id"], "alice");
+    assert_eq!(user["provider"], "test");
+    assert_eq!(user["data"]["name"], "Alice");
+    assert_eq!(user["data"]["email"], "alice@example.test");
+    // Arrays must survive as arrays, not be flattened to a string.
+    assert_eq!(user["data"]["groups"], json!(["admins", "devs"]));
+}
+
+async fn accepts(key: SigningKey) {
+    let env = setup(&[&key], |c| c).await;
+    let token = key.sign(&Claims::new());
+    let echo = expect_echo(env.proxy.get_with_token("/hello", &token).await).await;
+    assert_alice(&echo);
+    assert_eq!(echo.path, "/hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_token_reaches_upstream_with_identity() {
+    accepts(SigningKey::rsa("rs", Algorithm::RS256)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps256_token_reaches_upstream_with_identity() {
+    accepts(SigningKey::rsa("ps", Algorithm::PS256)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_token_reaches_upstream_with_identity() {
+    accepts(SigningKey::es256("ec")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eddsa_token_reaches_upstream_with_identity() {
+    accepts(SigningKey::ed25519("ed")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_token_with_signing_keys_reaches_upstream() {
+    let secret = "a-test-secret-that-is-longer-than-32-bytes";
+    let upstream = EchoUpstream::start().await;
+    let proxy = Proxy::start(&TestConfig::hmac(&upstream.url(), secret)).await;
+    let token = SigningKey::hs256(secret).sign(&Claims::new());
+    assert_alice(&expect_echo(proxy.get_with_token("/", &token).await).await);
+
+    // Same claims, different secret: the MAC does not verify.
+    let forged = SigningKey::hs256("another-secret-that-is-longer-than-32-bytes!");
+    let resp = proxy
+        .get_with_token("/", &forged.sign(&Claims::new()))
+        .await;
+    expect_reject(resp, 401, "bad_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_token_gets_bearer_challenge() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c).await;
+    let resp = env.proxy.get("/").send().await.unwrap();
+    expect_reject(resp, 401, "token_missing").await;
+    assert!(env.upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_not_yet_valid_tokens_are_rejected_beyond_skew() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c).await;
+    let expired = key.sign(&Claims::new().exp_in(-120));
+    expect_reject(
+        env.proxy.get_with_token("/", &expired).await,
+        401,
+        "token_expired",
+    )
+    .await;
+    let early = key.sign(&Claims::new().nbf_in(300));
+    let resp = env.proxy.get_with_token("/", &early).await;
+    expect_reject(resp, 401, "token_not_yet_valid").await;
+    assert!(env.upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_within_clock_skew_are_accepted() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c).await;
+    // 60 s skew: expired 20 s ago and valid from 20 s in the future both still pass.
+    let token = key.sign(&Claims::new().exp_in(-20).nbf_in(20));
+    assert_alice(&expect_echo(env.proxy.get_with_token("/", &token).await).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_issuer_is_rejected() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c).await;
+    let token = key.sign(&Claims::new().set("iss", "https://evil.test"));
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "issuer_unknown",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_audience_is_required_by_default() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| {
+        c.provider("audience", json!(["api", "billing"]))
+    })
+    .await;
+    let p = &env.proxy;
+    let partial = key.sign(&Claims::new().set("aud", json!(["api"])));
+    expect_reject(
+        p.get_with_token("/", &partial).await,
+        401,
+        "audience_mismatch",
+    )
+    .await;
+    let other = key.sign(&Claims::new().set("aud", "other"));
+    expect_reject(
+        p.get_with_token("/", &other).await,
+        401,
+        "audience_mismatch",
+    )
+    .await;
+    let all = key.sign(&Claims::new().set("aud", json!(["billing", "x", "api"])));
+    expect_echo(p.get_with_token("/", &all).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_listed_audience_suffices_when_configured() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| {
+        c.provider("audience", json!(["api", "billing"]))
+            .provider("require_any_audience", true)
+    })
+    .await;
+    let p = &env.proxy;
+    let one = key.sign(&Claims::new().set("aud", "billing"));
+    expect_echo(p.get_with_token("/", &one).await).await;
+    let other = key.sign(&Claims::new().set("aud", json!(["other", "x"])));
+    expect_reject(
+        p.get_with_token("/", &other).await,
+        401,
+        "audience_mismatch",
+    )
+    .await;
+    let none = key.sign(&Claims::new().remove("aud"));
+    expect_reject(p.get_with_token("/", &none).await, 401, "audience_mismatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_payload_fails_signature_check() {
+    let key = SigningKey::rsa("rs", Algorithm::RS256);
+    let env = setup(&[&key], |c| c).await;
+    let token = key.sign(&Claims::new());
+    let forged = tamper_payload(&token, &Claims::new().set("sub", "admin").to_value());
+    expect_reject(
+        env.proxy.get_with_token("/", &forged).await,
+        401,
+        "bad_signature",
+    )
+    .await;
+    assert!(env.upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alg_none_is_rejected() {
+    let key = SigningKey::rsa("rs", Algorithm::RS256);
+    let env = setup(&[&key], |c| c).await;
+    let token = unsigned_token(&Claims::new());
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "alg_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_signed_with_rsa_public_key_is_rejected() {
+    let key = SigningKey::rsa("rs", Algorithm::RS256);
+    let env = setup(&[&key], |c| c).await;
+    for secret in [key.public_pem().into_bytes(), key.public_der().to_vec()] {
+        let token = hs256_with_secret(&secret, Some("rs"), &Claims::new());
+        let resp = env.proxy.get_with_token("/", &token).await;
+        expect_reject(resp, 401, "alg_not_allowed").await;
+    }
+    assert!(env.upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_with_rsa_key_is_rejected_even_if_hs256_is_listed() {
+    // A provider that lists HS256 next to a JWKS must still never use an RSA JWK as HMAC secret.
+    let key = SigningKey::rsa("rs", Algorithm::RS256);
+    let upstream = EchoUpstream::start().await;
+    let jwks_server = JwksServer::start(jwks(&[&key])).await;
+    let config = TestConfig::jwks(&upstream.url(), &jwks_server.uri())
+        .provider("algorithms", json!(["RS256", "HS256"]));
+    let proxy = Proxy::spawn(&config, &[], &[]);
+    let check = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&proxy.config_path)
+        .output()
+        .unwrap();
+    if !check.status.success() {
+        // Refusing such a config outright is an acceptable (stricter) answer.
+        return;
+    }
+    proxy.wait_ready().await;
+    let token = hs256_with_secret(key.public_pem().as_bytes(), Some("rs"), &Claims::new());
+    let resp = proxy.get_with_token("/", &token).await;
+    expect_reject(resp, 401, "key_alg_mismatch").await;
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_crit_header_is_rejected() {
+    let key = SigningKey::rsa("rs", Algorithm::RS256);
+    let env = setup(&[&key], |c| c).await;
+    let mut header = key.header();
+    header["crit"] = json!(["urn:example:must-understand"]);
+    header["urn:example:must-understand"] = json!(true);
+    let token = key.sign_raw(&header, &Claims::new().to_value());
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "crit_unsupported",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_token_is_refused() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c.set("/max_token_bytes", 1024)).await;
+    let token = key.sign(&Claims::new().set("padding", "x".repeat(2000)));
+    assert!(token.len() > 1024);
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "token_too_large",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_token_is_malformed() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c).await;
+    for garbage in ["not-a-jwt", "a.b.c", "...."] {
+        let resp = env.proxy.get_with_token("/", garbage).await;
+        expect_reject(resp, 401, "malformed").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_required_metadata_field_is_rejected() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c).await;
+    let token = key.sign(&Claims::new().remove("user"));
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "claim_missing",
+    )
+    .await;
+    // Optional fields may be absent.
+    let token = key.sign(&Claims::new().remove("email").remove("groups"));
+    let echo = expect_echo(env.proxy.get_with_token("/", &token).await).await;
+    let user = decode_user_header(echo.header("x-claimgate-user").unwrap());
+    assert_eq!(user["data"]["name"], "Alice");
+    assert!(user["data"].get("email").is_none_or(|v| v.is_null()));
+}
