@@ -238,7 +238,13 @@ async fn hs256_with_rsa_key_is_rejected_even_if_hs256_is_listed() {
         .output()
         .unwrap();
     if !check.status.success() {
-        // Refusing such a config outright is an acceptable (stricter) answer.
+        // Refusing such a config outright is an acceptable (stricter) answer, but only for this
+        // reason: any other failure would hide a broken proxy behind an early return.
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            stderr.contains("providers[0].algorithms") || stderr.contains("HS256"),
+            "check failed for an unrelated reason: {stderr}"
+        );
         return;
     }
     proxy.wait_ready().await;
