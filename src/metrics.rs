@@ -59,7 +59,12 @@ impl Metrics {
         );
         let outcomes = std::iter::once(ALLOWED)
             .chain(Reject::ALL_CODES.iter().copied())
-            .map(|outcome| (outcome, requests.get_or_create(&OutcomeLabel { outcome }).clone()))
+            .map(|outcome| {
+                (
+                    outcome,
+                    requests.get_or_create(&OutcomeLabel { outcome }).clone(),
+                )
+            })
             .collect();
         let request_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         registry.register(
@@ -68,9 +73,17 @@ impl Metrics {
             request_duration.clone(),
         );
         let jwks_fetches = Family::<FetchLabel, Counter>::default();
-        registry.register("jwks_fetches", "JWKS fetches by provider and result", jwks_fetches.clone());
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by provider and result",
+            jwks_fetches.clone(),
+        );
         let jwks_keys = Family::<ProviderLabel, Gauge>::default();
-        registry.register("jwks_keys", "Usable keys loaded per provider", jwks_keys.clone());
+        registry.register(
+            "jwks_keys",
+            "Usable keys loaded per provider",
+            jwks_keys.clone(),
+        );
         let jwks_key_age_seconds = Family::<ProviderLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "jwks_key_age_seconds",
@@ -84,7 +97,11 @@ impl Metrics {
             token_cache_entries.clone(),
         );
         let token_cache_hits = Counter::default();
-        registry.register("token_cache_hits", "Verified-token cache hits", token_cache_hits.clone());
+        registry.register(
+            "token_cache_hits",
+            "Verified-token cache hits",
+            token_cache_hits.clone(),
+        );
         let token_cache_misses = Counter::default();
         registry.register(
             "token_cache_misses",

@@ -77,7 +77,11 @@ pub struct ProviderConfig {
     pub clock_skew_seconds: u64,
     #[serde(default = "default_user_id_claim")]
     pub user_id_claim: String,
-    #[serde(default = "default_token_from")]
+    // A parsed YAML value only reads enums as `!tags`; this makes `{header: Authorization}` work.
+    #[serde(
+        default = "default_token_from",
+        with = "serde_yaml_ng::with::singleton_map_recursive"
+    )]
     pub token_from: Vec<TokenSource>,
     #[serde(default)]
     pub metadata_fields: Vec<MetadataField>,

@@ -13,8 +13,13 @@ use std::time::{Duration, Instant};
 
 enum Source {
     Static,
-    Jwks { uri: String },
-    Discovery { issuer: String, jwks_uri: tokio::sync::OnceCell<String> },
+    Jwks {
+        uri: String,
+    },
+    Discovery {
+        issuer: String,
+        jwks_uri: tokio::sync::OnceCell<String>,
+    },
 }
 
 pub struct KeyStore {
@@ -74,7 +79,9 @@ impl KeyStore {
         };
         metrics
             .jwks_keys
-            .get_or_create(&ProviderLabel { provider: p.name.clone() })
+            .get_or_create(&ProviderLabel {
+                provider: p.name.clone(),
+            })
             .set(current.as_ref().map_or(0, |k| k.len() as i64));
         Ok(Self {
             provider: p.name.clone(),
@@ -164,7 +171,9 @@ impl KeyStore {
                 }
                 self.metrics
                     .jwks_keys
-                    .get_or_create(&ProviderLabel { provider: self.provider.clone() })
+                    .get_or_create(&ProviderLabel {
+                        provider: self.provider.clone(),
+                    })
                     .set(set.len() as i64);
                 if let Ok(mut current) = self.current.write() {
                     *current = Some(Arc::new(set));
@@ -202,7 +211,10 @@ impl KeyStore {
             return Err(format!("GET {uri}: HTTP {status}"));
         }
         let ttl = self.cache_ttl(response.headers());
-        let body = response.bytes().await.map_err(|e| format!("GET {uri}: {e}"))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("GET {uri}: {e}"))?;
         let (set, warnings) = KeySet::from_jwks(&body, &self.allowed)?;
         Ok((set, ttl, warnings))
     }
@@ -270,7 +282,9 @@ impl KeyStore {
         if let Some(age) = self.key_age() {
             self.metrics
                 .jwks_key_age_seconds
-                .get_or_create(&ProviderLabel { provider: self.provider.clone() })
+                .get_or_create(&ProviderLabel {
+                    provider: self.provider.clone(),
+                })
                 .set(age.as_secs_f64());
         }
     }
