@@ -3,7 +3,7 @@
 
 use crate::admin::Admin;
 use crate::claims::MetadataMapping;
-use crate::config::{Config, ForwardConfig, KeyError};
+use crate::config::{Config, KeyError};
 use crate::dev::DevIssuer;
 use crate::forward::Forwarder;
 use crate::headers::HeaderPlan;
