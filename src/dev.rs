@@ -138,5 +138,8 @@ pub fn config(
         forward: Some(forward),
         max_token_bytes: 8192,
         verified_token_cache: TokenCacheConfig::default(),
+        user_data: None,
+        rules: Vec::new(),
+        userinfo: None,
     }
 }

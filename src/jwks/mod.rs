@@ -105,6 +105,23 @@ impl KeyStore {
         &self.provider
     }
 
+    /// Replaces the key set directly, as a successful fetch would (benches and tests use it to
+    /// avoid a JWKS server).
+    pub fn install(&self, set: KeySet) {
+        self.metrics
+            .jwks_keys
+            .get_or_create(&ProviderLabel {
+                provider: self.provider.clone(),
+            })
+            .set(set.len() as i64);
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(Arc::new(set));
+        }
+        if let Ok(mut at) = self.loaded_at.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+
     pub fn keys(&self) -> Option<Arc<KeySet>> {
         self.current.read().ok()?.clone()
     }
