@@ -19,7 +19,11 @@ pub struct Admin {
 impl Admin {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".into());
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "method not allowed\n".into(),
+            );
         }
         match req.uri().path() {
             "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),

@@ -3,7 +3,7 @@
 
 use crate::admin::Admin;
 use crate::claims::MetadataMapping;
-use crate::config::{Config, ForwardConfig, KeyError};
+use crate::config::{Config, KeyError};
 use crate::dev::DevIssuer;
 use crate::forward::Forwarder;
 use crate::headers::HeaderPlan;
@@ -31,21 +31,41 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(
-                config.providers.iter().map(|p| p.jwks_timeout_ms).max().unwrap_or(5000),
+                config
+                    .providers
+                    .iter()
+                    .map(|p| p.jwks_timeout_ms)
+                    .max()
+                    .unwrap_or(5000),
             ))
             .user_agent(concat!("claimgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| KeyError::new("providers", format!("cannot build the JWKS HTTP client: {e}")))?;
+            .map_err(|e| {
+                KeyError::new(
+                    "providers",
+                    format!("cannot build the JWKS HTTP client: {e}"),
+                )
+            })?;
 
         let mut providers = Vec::with_capacity(config.providers.len());
         let mut mappings = Vec::with_capacity(config.providers.len());
         let mut key_stores = Vec::with_capacity(config.providers.len());
         let mut sources = Vec::new();
         for (i, p) in config.providers.iter().enumerate() {
-            let algorithms = parse_algorithms(&p.algorithms, &format!("providers[{i}].algorithms"))?;
-            let store = Arc::new(KeyStore::new(i, p, algorithms, client.clone(), metrics.clone())?);
+            let algorithms =
+                parse_algorithms(&p.algorithms, &format!("providers[{i}].algorithms"))?;
+            let store = Arc::new(KeyStore::new(
+                i,
+                p,
+                algorithms,
+                client.clone(),
+                metrics.clone(),
+            )?);
             providers.push(ProviderVerifier::new(i, p, store.clone())?);
-            mappings.push(MetadataMapping::compile(&p.metadata_fields, &format!("providers[{i}]"))?);
+            mappings.push(MetadataMapping::compile(
+                &p.metadata_fields,
+                &format!("providers[{i}]"),
+            )?);
             key_stores.push(store);
             for source in &p.token_from {
                 if !sources.contains(source) {
@@ -53,7 +73,7 @@ impl App {
                 }
             }
         }
-        let forward = config.forward.clone().unwrap_or_else(ForwardConfig::default);
+        let forward = config.forward.clone().unwrap_or_default();
         let headers = HeaderPlan::compile(&forward, false)?;
         let token_cache = TokenCache::new(
             config.verified_token_cache.enabled,

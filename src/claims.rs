@@ -97,15 +97,24 @@ impl MetadataMapping {
         for (i, field) in fields.iter().enumerate() {
             let key = |k: &str| format!("{key_prefix}.metadata_fields[{i}].{k}");
             let path = ClaimPath::parse(&field.name).map_err(|e| KeyError::new(key("name"), e))?;
-            let field_name = field.field_name.clone().unwrap_or_else(|| path.last().to_owned());
+            let field_name = field
+                .field_name
+                .clone()
+                .unwrap_or_else(|| path.last().to_owned());
             if field_name.is_empty() || field_name.chars().count() > MAX_FIELD_NAME {
                 return Err(KeyError::new(
                     key("field_name"),
                     format!("must be 1 to {MAX_FIELD_NAME} characters (got {field_name:?})"),
                 ));
             }
-            if compiled.iter().any(|f: &FieldRule| f.field_name == field_name) {
-                return Err(KeyError::new(key("field_name"), format!("{field_name:?} is mapped twice")));
+            if compiled
+                .iter()
+                .any(|f: &FieldRule| f.field_name == field_name)
+            {
+                return Err(KeyError::new(
+                    key("field_name"),
+                    format!("{field_name:?} is mapped twice"),
+                ));
             }
             compiled.push(FieldRule {
                 path,
@@ -144,9 +153,18 @@ mod tests {
     #[test]
     fn paths_follow_objects_and_escaped_dots() {
         let c = claims(json!({"user": {"name": "Ann"}, "a.b": 1, "arr": [10, 20]}));
-        assert_eq!(ClaimPath::parse("user.name").unwrap().get_in(&c), Some(&json!("Ann")));
-        assert_eq!(ClaimPath::parse("a\\.b").unwrap().get_in(&c), Some(&json!(1)));
-        assert_eq!(ClaimPath::parse("arr.1").unwrap().get_in(&c), Some(&json!(20)));
+        assert_eq!(
+            ClaimPath::parse("user.name").unwrap().get_in(&c),
+            Some(&json!("Ann"))
+        );
+        assert_eq!(
+            ClaimPath::parse("a\\.b").unwrap().get_in(&c),
+            Some(&json!(1))
+        );
+        assert_eq!(
+            ClaimPath::parse("arr.1").unwrap().get_in(&c),
+            Some(&json!(20))
+        );
         assert_eq!(ClaimPath::parse("user.missing").unwrap().get_in(&c), None);
         assert!(ClaimPath::parse("a..b").is_err());
     }
@@ -172,9 +190,14 @@ mod tests {
         ];
         let m = MetadataMapping::compile(&fields, "providers[0]").unwrap();
         let data = m
-            .map(&claims(json!({"user": {"name": "Ann"}, "groups": ["a", "b"]})))
+            .map(&claims(
+                json!({"user": {"name": "Ann"}, "groups": ["a", "b"]}),
+            ))
             .unwrap();
-        assert_eq!(Value::Object(data), json!({"name": "Ann", "groups": ["a", "b"]}));
+        assert_eq!(
+            Value::Object(data),
+            json!({"name": "Ann", "groups": ["a", "b"]})
+        );
         let err = m.map(&claims(json!({"groups": []}))).unwrap_err();
         assert_eq!(err, Reject::ClaimMissing("user.name".into()));
     }
@@ -186,7 +209,9 @@ mod tests {
             field_name: None,
             required: false,
         }];
-        let e = MetadataMapping::compile(&fields, "providers[0]").err().unwrap();
+        let e = MetadataMapping::compile(&fields, "providers[0]")
+            .err()
+            .unwrap();
         assert_eq!(e.key, "providers[0].metadata_fields[0].field_name");
     }
 }

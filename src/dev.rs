@@ -2,8 +2,8 @@
 //! admin port) and the built-in echo upstream. None of this exists outside `--dev`.
 
 use crate::config::{
-    AdminConfig, Config, ForwardConfig, HeaderMapping, MetadataField, ProviderConfig, TokenCacheConfig,
-    TokenSource, UpstreamConfig,
+    AdminConfig, Config, ForwardConfig, HeaderMapping, MetadataField, ProviderConfig,
+    TokenCacheConfig, TokenSource, UpstreamConfig,
 };
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -58,8 +58,14 @@ impl DevIssuer {
         claims.insert("sub".into(), json!("dev-user"));
         for (k, v) in params {
             match k.as_str() {
-                "ttl" => ttl = v.parse::<u64>().map_err(|_| format!("ttl must be seconds, got {v:?}"))?,
-                "iss" | "aud" | "exp" | "iat" => return Err(format!("{k} is set by the dev issuer")),
+                "ttl" => {
+                    ttl = v
+                        .parse::<u64>()
+                        .map_err(|_| format!("ttl must be seconds, got {v:?}"))?
+                }
+                "iss" | "aud" | "exp" | "iat" => {
+                    return Err(format!("{k} is set by the dev issuer"))
+                }
                 _ => {
                     claims.insert(k.clone(), Value::String(v.clone()));
                 }
@@ -76,7 +82,12 @@ impl DevIssuer {
 }
 
 /// The config `--dev` runs with: the dev issuer's JWKS on the admin port, the echo upstream.
-pub fn config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr, issuer: &DevIssuer) -> Config {
+pub fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+    issuer: &DevIssuer,
+) -> Config {
     let mut forward = ForwardConfig::default();
     forward.headers.insert(
         "X-User-Name".into(),
@@ -127,5 +138,8 @@ pub fn config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr, issue
         forward: Some(forward),
         max_token_bytes: 8192,
         verified_token_cache: TokenCacheConfig::default(),
+        user_data: None,
+        rules: Vec::new(),
+        userinfo: None,
     }
 }

@@ -27,7 +27,14 @@ pub enum Reject {
     ClaimMissing(String),
     /// No keys were ever loaded for the provider: the token cannot be judged, so this is a 503.
     KeysUnavailable,
+    /// A rule's `allow_when` did not hold; carries the rule's name.
     Forbidden(String),
+    UserBlocked,
+    UserExpired,
+    /// `user_data.required` and the user has no document.
+    NoUserData,
+    /// The user data source cannot be reached and nothing cached may be served.
+    UserDataUnavailable,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -51,6 +58,10 @@ impl Reject {
             Reject::ClaimMissing(_) => "claim_missing",
             Reject::KeysUnavailable => "keys_unavailable",
             Reject::Forbidden(_) => "forbidden",
+            Reject::UserBlocked => "user_blocked",
+            Reject::UserExpired => "user_expired",
+            Reject::NoUserData => "no_user_data",
+            Reject::UserDataUnavailable => "user_data_unavailable",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
         }
@@ -74,6 +85,10 @@ impl Reject {
         "claim_missing",
         "keys_unavailable",
         "forbidden",
+        "user_blocked",
+        "user_expired",
+        "no_user_data",
+        "user_data_unavailable",
         "upstream_unavailable",
         "upstream_timeout",
     ];
@@ -102,6 +117,10 @@ impl Reject {
             Reject::ClaimMissing(field) => format!("required claim missing: {field}"),
             Reject::KeysUnavailable => "signing keys are not available yet".into(),
             Reject::Forbidden(rule) => format!("access denied by rule {rule}"),
+            Reject::UserBlocked => "user is blocked".into(),
+            Reject::UserExpired => "user account has expired".into(),
+            Reject::NoUserData => "no user data".into(),
+            Reject::UserDataUnavailable => "user data is temporarily unavailable".into(),
             Reject::UpstreamUnavailable => "upstream unavailable".into(),
             Reject::UpstreamTimeout => "upstream timed out".into(),
         }
@@ -109,8 +128,13 @@ impl Reject {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Reject::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Reject::Forbidden(_) => StatusCode::FORBIDDEN,
+            Reject::KeysUnavailable | Reject::UserDataUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Reject::Forbidden(_)
+            | Reject::UserBlocked
+            | Reject::UserExpired
+            | Reject::NoUserData => StatusCode::FORBIDDEN,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::UNAUTHORIZED,
@@ -161,7 +185,7 @@ impl Reject {
         if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if self == Reject::KeysUnavailable {
+        if matches!(self, Reject::KeysUnavailable | Reject::UserDataUnavailable) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response

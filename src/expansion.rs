@@ -66,7 +66,9 @@ impl Expansion {
                 }
             }
         };
-        if !scope.user_data && matches!(expansion, Expansion::CustomData(_) | Expansion::Permissions) {
+        if !scope.user_data
+            && matches!(expansion, Expansion::CustomData(_) | Expansion::Permissions)
+        {
             return Err(format!("{text:?} needs a `user_data` section"));
         }
         if !scope.request
@@ -91,16 +93,24 @@ impl Expansion {
         };
         match self {
             Expansion::UserId => Some(Cow::Owned(Value::String(ctx.identity.id.clone()))),
-            Expansion::UserProvider => Some(Cow::Owned(Value::String(ctx.identity.provider.to_string()))),
+            Expansion::UserProvider => {
+                Some(Cow::Owned(Value::String(ctx.identity.provider.to_string())))
+            }
             Expansion::UserData(None) => Some(Cow::Owned(Value::Object(ctx.identity.data.clone()))),
             Expansion::UserData(Some(p)) => p.get_in(&ctx.identity.data).map(Cow::Borrowed),
-            Expansion::Token(None) => Some(Cow::Owned(Value::Object((*ctx.identity.token).clone()))),
+            Expansion::Token(None) => {
+                Some(Cow::Owned(Value::Object((*ctx.identity.token).clone())))
+            }
             Expansion::Token(Some(p)) => p.get_in(&ctx.identity.token).map(Cow::Borrowed),
             Expansion::CustomData(path) => sub(ctx.custom_data?, path),
             Expansion::Permissions => ctx.permissions.map(Cow::Borrowed),
-            Expansion::RequestMethod => Some(Cow::Owned(Value::String(ctx.request?.method.to_owned()))),
+            Expansion::RequestMethod => {
+                Some(Cow::Owned(Value::String(ctx.request?.method.to_owned())))
+            }
             Expansion::RequestPath => Some(Cow::Owned(Value::String(ctx.request?.path.to_owned()))),
-            Expansion::RequestRemoteIp => Some(Cow::Owned(Value::String(ctx.request?.remote_ip.to_string()))),
+            Expansion::RequestRemoteIp => Some(Cow::Owned(Value::String(
+                ctx.request?.remote_ip.to_string(),
+            ))),
         }
     }
 }

@@ -62,7 +62,12 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| (http::HeaderName::from_static(k), http::HeaderValue::from_static(v)))
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
             .collect()
     }
 
@@ -75,10 +80,18 @@ mod tests {
         ];
         let h = headers(&[("cookie", "a=1; access_token=ck; b=2")]);
         assert_eq!(token(&h, Some("access_token=q"), &sources).unwrap().0, "ck");
-        let h = headers(&[("authorization", "bearer hd"), ("cookie", "access_token=ck")]);
+        let h = headers(&[
+            ("authorization", "bearer hd"),
+            ("cookie", "access_token=ck"),
+        ]);
         assert_eq!(token(&h, None, &sources).unwrap().0, "hd");
         let h = headers(&[("authorization", "Basic dXNlcg==")]);
-        assert_eq!(token(&h, Some("x=1&access_token=a%2Eb"), &sources).unwrap().0, "a.b");
+        assert_eq!(
+            token(&h, Some("x=1&access_token=a%2Eb"), &sources)
+                .unwrap()
+                .0,
+            "a.b"
+        );
         assert_eq!(token(&h, None, &sources).unwrap_err(), Reject::TokenMissing);
     }
 }

@@ -33,8 +33,14 @@ pub type Rendered = Vec<(HeaderName, HeaderValue)>;
 fn header_name(text: &str, key: &str) -> Result<HeaderName, KeyError> {
     let name = HeaderName::from_bytes(text.as_bytes())
         .map_err(|_| KeyError::new(key, format!("{text:?} is not a valid header name")))?;
-    if name == http::header::AUTHORIZATION || name == http::header::HOST || name == http::header::COOKIE {
-        return Err(KeyError::new(key, format!("{text:?} cannot carry identity")));
+    if name == http::header::AUTHORIZATION
+        || name == http::header::HOST
+        || name == http::header::COOKIE
+    {
+        return Err(KeyError::new(
+            key,
+            format!("{text:?} cannot carry identity"),
+        ));
     }
     Ok(name)
 }
@@ -52,7 +58,8 @@ impl HeaderPlan {
                 HeaderMapping::Short(from) => (from, None, false),
                 HeaderMapping::Long(long) => (&long.from, long.encoding, long.required),
             };
-            let expansion = Expansion::parse(source, scope).map_err(|e| KeyError::new(key.as_str(), e))?;
+            let expansion =
+                Expansion::parse(source, scope).map_err(|e| KeyError::new(key.as_str(), e))?;
             mappings.push(Mapping {
                 name: header_name(name, &key)?,
                 source: source.clone(),
@@ -68,7 +75,8 @@ impl HeaderPlan {
         let mut strip: Vec<HeaderName> = mappings.iter().map(|m| m.name.clone()).collect();
         strip.extend(user_header.clone());
         strip.dedup();
-        let needs_user_data = user_data && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_user_data()));
+        let needs_user_data = user_data
+            && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_user_data()));
         Ok(Self {
             mappings,
             user_header,
@@ -91,7 +99,11 @@ impl HeaderPlan {
         for m in &self.mappings {
             match m.expansion.resolve(ctx) {
                 Some(value) => out.push((m.name.clone(), header_value(&value, m.encoding))),
-                None if m.required => return Err(Reject::ClaimMissing(m.source.trim_start_matches('%').to_owned())),
+                None if m.required => {
+                    return Err(Reject::ClaimMissing(
+                        m.source.trim_start_matches('%').to_owned(),
+                    ))
+                }
                 None => {}
             }
         }
@@ -136,7 +148,9 @@ pub fn header_value(value: &Value, encoding: Option<HeaderEncoding>) -> HeaderVa
         (_, Value::Array(items)) => items.iter().map(text).collect::<Vec<_>>().join(","),
         (_, v) => text(v),
     };
-    let visible = rendered.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    let visible = rendered
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
     if !visible {
         return encoded(rendered.as_bytes());
     }
@@ -158,13 +172,19 @@ mod tests {
         assert_eq!(render(json!(42), None), "42");
         assert_eq!(render(json!(["a", "b", 3]), None), "a,b,3");
         assert_eq!(render(json!({"a": 1}), None), "{\"a\":1}");
-        assert_eq!(render(json!(["a", "b"]), Some(HeaderEncoding::Json)), "[\"a\",\"b\"]");
+        assert_eq!(
+            render(json!(["a", "b"]), Some(HeaderEncoding::Json)),
+            "[\"a\",\"b\"]"
+        );
         assert_eq!(render(json!("hi"), Some(HeaderEncoding::Base64url)), "aGk");
     }
 
     #[test]
     fn unsafe_bytes_are_base64url_encoded() {
-        assert_eq!(render(json!("a\r\nX-Evil: 1"), None), URL_SAFE_NO_PAD.encode("a\r\nX-Evil: 1"));
+        assert_eq!(
+            render(json!("a\r\nX-Evil: 1"), None),
+            URL_SAFE_NO_PAD.encode("a\r\nX-Evil: 1")
+        );
         assert_eq!(render(json!("José"), None), URL_SAFE_NO_PAD.encode("José"));
     }
 }

@@ -1,7 +1,7 @@
-use clap::{Parser, Subcommand, ValueEnum};
 use claimgate::app::App;
 use claimgate::config::{self, Config};
 use claimgate::dev::{self, DevIssuer};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,7 +49,10 @@ fn main() -> ExitCode {
     if let Some(Command::Check) = cli.command {
         return check(cli.config);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("claimgate: cannot start the async runtime: {e}");
@@ -60,7 +63,9 @@ fn main() -> ExitCode {
         if cli.dev {
             run_dev(cli.listen, cli.admin_listen).await
         } else {
-            let path = cli.config.ok_or("either --config FILE or --dev is required")?;
+            let path = cli
+                .config
+                .ok_or("either --config FILE or --dev is required")?;
             let mut config = config::load_file(&path).map_err(|e| e.to_string())?;
             config.listen = cli.listen.unwrap_or(config.listen);
             config.admin.listen = cli.admin_listen.unwrap_or(config.admin.listen);
@@ -82,7 +87,8 @@ fn check(path: Option<PathBuf>) -> ExitCode {
         eprintln!("claimgate check: --config FILE is required");
         return ExitCode::from(2);
     };
-    let built = config::load_file(&path).and_then(|c| App::build(c, None).map_err(|e| e.in_file(&path)));
+    let built =
+        config::load_file(&path).and_then(|c| App::build(c, None).map_err(|e| e.in_file(&path)));
     match built {
         Ok(_) => {
             println!("ok");
@@ -109,10 +115,17 @@ async fn run(app: App) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_dev(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
+async fn run_dev(
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> Result<(), String> {
     let listen = listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
     let proxy_listener = bind(listen, "--dev proxy").await?;
-    let admin_listener = bind(admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))), "--dev admin").await?;
+    let admin_listener = bind(
+        admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        "--dev admin",
+    )
+    .await?;
     let echo_listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "--dev echo upstream").await?;
     let (admin_addr, echo_addr) = (
         admin_listener.local_addr().map_err(|e| e.to_string())?,
@@ -120,11 +133,18 @@ async fn run_dev(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -
     );
     let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
     let issuer = DevIssuer::generate(admin_addr)?;
-    let token = issuer.mint(&[("sub".into(), "alice".into()), ("name".into(), "Alice".into())])?;
+    let token = issuer.mint(&[
+        ("sub".into(), "alice".into()),
+        ("name".into(), "Alice".into()),
+    ])?;
     let config: Config = dev::config(proxy_addr, admin_addr, echo_addr, &issuer);
-    let app = App::build(config, Some(issuer)).map_err(|e| format!("dev config: {}: {}", e.key, e.reason))?;
+    let app = App::build(config, Some(issuer))
+        .map_err(|e| format!("dev config: {}: {}", e.key, e.reason))?;
     let stores = app.key_stores.clone();
-    tokio::spawn(claimgate::echo::serve_echo(echo_listener, std::future::pending::<()>()));
+    tokio::spawn(claimgate::echo::serve_echo(
+        echo_listener,
+        std::future::pending::<()>(),
+    ));
     tokio::spawn(async move {
         for _ in 0..100 {
             if stores.iter().all(|s| s.is_ready()) {
@@ -138,7 +158,8 @@ async fn run_dev(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -
              Mint more: curl 'http://{admin_addr}/dev/token?sub=alice&name=Alice'"
         );
     });
-    app.run(proxy_listener, admin_listener, shutdown_signal()).await;
+    app.run(proxy_listener, admin_listener, shutdown_signal())
+        .await;
     Ok(())
 }
 
@@ -146,13 +167,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -165,7 +187,11 @@ async fn shutdown_signal() {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

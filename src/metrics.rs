@@ -38,6 +38,23 @@ pub struct Metrics {
     pub token_cache_hits: Counter,
     pub token_cache_misses: Counter,
     pub token_cache_hit_ratio: Gauge<f64, AtomicU64>,
+    pub user_data: UserDataMetrics,
+}
+
+/// Metrics of the user data step (issue: custom user data).
+#[derive(Default, Clone)]
+pub struct UserDataMetrics {
+    pub cache_entries: Gauge,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    /// Requests served from cache while the source was unreachable.
+    pub stale_serves: Counter,
+    pub lookup_errors: Counter,
+    /// Change-stream events applied to the cache.
+    pub change_events: Counter,
+    pub users_created: Counter,
+    /// User headers sent without `custom_data` because it exceeded `custom_data_max_bytes`.
+    pub custom_data_oversize: Counter,
 }
 
 pub const ALLOWED: &str = "allowed";
@@ -59,7 +76,12 @@ impl Metrics {
         );
         let outcomes = std::iter::once(ALLOWED)
             .chain(Reject::ALL_CODES.iter().copied())
-            .map(|outcome| (outcome, requests.get_or_create(&OutcomeLabel { outcome }).clone()))
+            .map(|outcome| {
+                (
+                    outcome,
+                    requests.get_or_create(&OutcomeLabel { outcome }).clone(),
+                )
+            })
             .collect();
         let request_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         registry.register(
@@ -68,9 +90,17 @@ impl Metrics {
             request_duration.clone(),
         );
         let jwks_fetches = Family::<FetchLabel, Counter>::default();
-        registry.register("jwks_fetches", "JWKS fetches by provider and result", jwks_fetches.clone());
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by provider and result",
+            jwks_fetches.clone(),
+        );
         let jwks_keys = Family::<ProviderLabel, Gauge>::default();
-        registry.register("jwks_keys", "Usable keys loaded per provider", jwks_keys.clone());
+        registry.register(
+            "jwks_keys",
+            "Usable keys loaded per provider",
+            jwks_keys.clone(),
+        );
         let jwks_key_age_seconds = Family::<ProviderLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "jwks_key_age_seconds",
@@ -84,7 +114,11 @@ impl Metrics {
             token_cache_entries.clone(),
         );
         let token_cache_hits = Counter::default();
-        registry.register("token_cache_hits", "Verified-token cache hits", token_cache_hits.clone());
+        registry.register(
+            "token_cache_hits",
+            "Verified-token cache hits",
+            token_cache_hits.clone(),
+        );
         let token_cache_misses = Counter::default();
         registry.register(
             "token_cache_misses",
@@ -97,9 +131,52 @@ impl Metrics {
             "Verified-token cache hits / lookups since start",
             token_cache_hit_ratio.clone(),
         );
+        let user_data = UserDataMetrics::default();
+        let u = &user_data;
+        registry.register(
+            "user_data_cache_entries",
+            "Entries in the user data cache",
+            u.cache_entries.clone(),
+        );
+        registry.register(
+            "user_data_cache_hits",
+            "User data cache hits",
+            u.cache_hits.clone(),
+        );
+        registry.register(
+            "user_data_cache_misses",
+            "User data cache misses",
+            u.cache_misses.clone(),
+        );
+        registry.register(
+            "user_data_stale_serves",
+            "Requests served from cached user data while the source was unreachable",
+            u.stale_serves.clone(),
+        );
+        registry.register(
+            "user_data_lookup_errors",
+            "Failed user data lookups",
+            u.lookup_errors.clone(),
+        );
+        registry.register(
+            "user_data_change_events",
+            "Change stream events applied to the user data cache",
+            u.change_events.clone(),
+        );
+        registry.register(
+            "user_data_users_created",
+            "Documents inserted by on_user_creation",
+            u.users_created.clone(),
+        );
+        registry.register(
+            "user_data_custom_data_oversize",
+            "User headers sent without custom_data because it exceeded custom_data_max_bytes",
+            u.custom_data_oversize.clone(),
+        );
         Self {
             registry,
             outcomes,
+            user_data,
             request_duration,
             jwks_fetches,
             jwks_keys,

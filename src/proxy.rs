@@ -6,12 +6,12 @@ use crate::claims::{Identity, MetadataMapping};
 use crate::config::TokenSource;
 use crate::error::{Body, Reject};
 use crate::expansion::Context;
+use crate::extract;
 use crate::forward::Forwarder;
 use crate::headers::HeaderPlan;
 use crate::metrics::{Metrics, ALLOWED};
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::verify::{now_seconds, Verifier};
-use crate::extract;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -57,8 +57,14 @@ impl Proxy {
 
     /// Everything that must pass before the request may be forwarded; on success the request
     /// carries exactly the trusted identity headers.
-    async fn admit(&self, req: &mut Request<Incoming>, token_digest: &mut Option<TokenDigest>) -> Result<(), Reject> {
+    async fn admit(
+        &self,
+        req: &mut Request<Incoming>,
+        token_digest: &mut Option<TokenDigest>,
+    ) -> Result<(), Reject> {
         self.headers.strip(req.headers_mut());
+        // A `Connection: x-user-id` must not be able to make the forwarder drop injected headers.
+        crate::forward::strip_connection_listed(req.headers_mut());
 
         let (token, source) = extract::token(req.headers(), req.uri().query(), &self.sources)?;
         let key = digest(&token);
@@ -125,9 +131,11 @@ fn log_rejection(reject: &Reject, token_digest: Option<&TokenDigest>, peer: Sock
     let fingerprint = token_digest.map(|d| hex(&d[..8]));
     let fingerprint = fingerprint.as_deref().unwrap_or("-");
     match reject {
-        Reject::KeysUnavailable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout => tracing::warn!(
-            reason = reject.code(), token = fingerprint, peer = %peer.ip(), "request failed"
-        ),
+        Reject::KeysUnavailable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout => {
+            tracing::warn!(
+                reason = reject.code(), token = fingerprint, peer = %peer.ip(), "request failed"
+            )
+        }
         _ => tracing::info!(
             reason = reject.code(), detail = %reject.description(), token = fingerprint, peer = %peer.ip(),
             "request rejected"

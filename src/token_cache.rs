@@ -25,15 +25,24 @@ pub type TokenDigest = [u8; 32];
 
 pub fn digest(token: &str) -> TokenDigest {
     let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    out.copy_from_slice(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+    );
     out
 }
 
 struct UntilExp;
 
 impl Expiry<TokenDigest, Arc<Session>> for UntilExp {
-    fn expire_after_create(&self, _key: &TokenDigest, session: &Arc<Session>, _now: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(session.verified.exp.saturating_sub(now_seconds())))
+    fn expire_after_create(
+        &self,
+        _key: &TokenDigest,
+        session: &Arc<Session>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            session.verified.exp.saturating_sub(now_seconds()),
+        ))
     }
 }
 
@@ -54,7 +63,11 @@ impl TokenCache {
     }
 
     /// A cached session for this token, if one exists and `still_valid` agrees.
-    pub fn get(&self, key: &TokenDigest, still_valid: impl FnOnce(&Verified) -> bool) -> Option<Arc<Session>> {
+    pub fn get(
+        &self,
+        key: &TokenDigest,
+        still_valid: impl FnOnce(&Verified) -> bool,
+    ) -> Option<Arc<Session>> {
         let cache = self.cache.as_ref()?;
         match cache.get(key) {
             Some(session) if still_valid(&session.verified) => {
@@ -87,6 +100,8 @@ impl TokenCache {
     }
 
     pub fn update_metrics(&self) {
-        self.metrics.token_cache_entries.set(self.entry_count() as i64);
+        self.metrics
+            .token_cache_entries
+            .set(self.entry_count() as i64);
     }
 }

@@ -59,7 +59,8 @@ pub fn parse_algorithms(names: &[String], key: &str) -> Result<Vec<Alg>, KeyErro
 
 impl ProviderVerifier {
     pub fn new(index: usize, p: &ProviderConfig, keys: Arc<KeyStore>) -> Result<Self, KeyError> {
-        let algorithms = parse_algorithms(&p.algorithms, &format!("providers[{index}].algorithms"))?;
+        let algorithms =
+            parse_algorithms(&p.algorithms, &format!("providers[{index}].algorithms"))?;
         if p.signing_keys.is_empty() && algorithms.iter().any(|a| a.is_hmac()) {
             return Err(KeyError::new(
                 format!("providers[{index}].algorithms"),
@@ -119,8 +120,8 @@ fn parse(token: &str) -> Result<Parsed<'_>, Reject> {
         return Err(Reject::Malformed(what));
     };
     let header_bytes = decode_b64(header_b64, "header is not base64url")?;
-    let header: Header =
-        serde_json::from_slice(&header_bytes).map_err(|_| Reject::Malformed("header is not a JSON object"))?;
+    let header: Header = serde_json::from_slice(&header_bytes)
+        .map_err(|_| Reject::Malformed("header is not a JSON object"))?;
     let alg_name = header.alg.ok_or(Reject::Malformed("header has no alg"))?;
     let alg = alg_name
         .parse::<Alg>()
@@ -131,8 +132,8 @@ fn parse(token: &str) -> Result<Parsed<'_>, Reject> {
         return Err(Reject::CritUnsupported(name));
     }
     let payload = decode_b64(payload_b64, "payload is not base64url")?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&payload).map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
+    let claims: Map<String, Value> = serde_json::from_slice(&payload)
+        .map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
     let signature = decode_b64(signature_b64, "signature is not base64url")?;
     Ok(Parsed {
         signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
@@ -144,7 +145,9 @@ fn parse(token: &str) -> Result<Parsed<'_>, Reject> {
 }
 
 fn decode_b64(text: &str, what: &'static str) -> Result<Vec<u8>, Reject> {
-    URL_SAFE_NO_PAD.decode(text).map_err(|_| Reject::Malformed(what))
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| Reject::Malformed(what))
 }
 
 pub fn now_seconds() -> u64 {
@@ -204,14 +207,22 @@ impl Verifier {
         })
     }
 
-    async fn check_signature(&self, provider: &ProviderVerifier, parsed: &Parsed<'_>) -> Result<Arc<VerifyKey>, Reject> {
+    async fn check_signature(
+        &self,
+        provider: &ProviderVerifier,
+        parsed: &Parsed<'_>,
+    ) -> Result<Arc<VerifyKey>, Reject> {
         let keys = provider.keys.keys().ok_or(Reject::KeysUnavailable)?;
         let kid = parsed.kid.as_deref();
         if let Lookup::Found(candidates) = keys.lookup(kid) {
             return verify_with(candidates, parsed);
         }
         // An unknown kid usually means the issuer rotated keys since we last looked.
-        let refreshed = provider.keys.refresh_for_unknown_kid().await.ok_or(Reject::UnknownKid)?;
+        let refreshed = provider
+            .keys
+            .refresh_for_unknown_kid()
+            .await
+            .ok_or(Reject::UnknownKid)?;
         match refreshed.lookup(kid) {
             Lookup::Found(candidates) => verify_with(candidates, parsed),
             Lookup::UnknownKid => Err(Reject::UnknownKid),
@@ -228,16 +239,27 @@ impl Verifier {
     }
 }
 
-fn verify_with(candidates: &[Arc<VerifyKey>], parsed: &Parsed<'_>) -> Result<Arc<VerifyKey>, Reject> {
+fn verify_with(
+    candidates: &[Arc<VerifyKey>],
+    parsed: &Parsed<'_>,
+) -> Result<Arc<VerifyKey>, Reject> {
     let mut any_fits = false;
     for key in candidates {
-        match key.verify(parsed.alg, parsed.signing_input.as_bytes(), &parsed.signature) {
+        match key.verify(
+            parsed.alg,
+            parsed.signing_input.as_bytes(),
+            &parsed.signature,
+        ) {
             Some(true) => return Ok(key.clone()),
             Some(false) => any_fits = true,
             None => {}
         }
     }
-    Err(if any_fits { Reject::BadSignature } else { Reject::KeyAlgMismatch })
+    Err(if any_fits {
+        Reject::BadSignature
+    } else {
+        Reject::KeyAlgMismatch
+    })
 }
 
 fn numeric_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, Reject> {

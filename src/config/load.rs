@@ -281,3 +281,43 @@ mod tests {
         assert_eq!(e.key, "providers[0].jwks_uri");
     }
 }
+
+#[cfg(test)]
+mod example_files {
+    use super::*;
+
+    /// The shipped examples are documentation; they must keep loading with the real structs.
+    #[test]
+    fn shipped_examples_parse_and_compile() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let env = |name: &str| Some(format!("{name}-value-long-enough-for-an-hmac-secret"));
+            let config = parse_str(&text, &env)
+                .unwrap_or_else(|e| panic!("{}: {}: {}", path.display(), e.key, e.reason));
+            crate::app::App::build(config, None)
+                .unwrap_or_else(|e| panic!("{}: {}: {}", path.display(), e.key, e.reason));
+            seen += 1;
+        }
+        assert!(seen >= 2, "expected example configs in {dir}");
+    }
+
+    #[test]
+    fn token_sources_are_written_as_one_key_maps() {
+        let text = "upstream: {url: 'http://127.0.0.1:3000'}\nproviders:\n  - {name: a, issuer: 'https://a', jwks_uri: 'https://a/j', token_from: [{header: Authorization}, {cookie: c}, {query: q}]}\n";
+        let c = parse_str(text, &|_| None).unwrap();
+        assert_eq!(
+            c.providers[0].token_from,
+            vec![
+                crate::config::TokenSource::Header("Authorization".into()),
+                crate::config::TokenSource::Cookie("c".into()),
+                crate::config::TokenSource::Query("q".into()),
+            ]
+        );
+    }
+}

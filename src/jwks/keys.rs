@@ -103,7 +103,8 @@ impl fmt::Display for Alg {
 
 enum Verifier {
     Public(signature::ParsedPublicKey),
-    Hmac(hmac::Key),
+    // Boxed: an HMAC key holds precomputed pads and would bloat every public-key entry.
+    Hmac(Box<hmac::Key>),
 }
 
 /// One key, pre-parsed for each algorithm it is allowed to verify. Restricting a key to the
@@ -119,7 +120,10 @@ pub struct VerifyKey {
 impl fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let algs: Vec<_> = self.verifiers.iter().map(|(a, _)| a.name()).collect();
-        f.debug_struct("VerifyKey").field("kid", &self.kid).field("algs", &algs).finish()
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("algs", &algs)
+            .finish()
     }
 }
 
@@ -140,7 +144,12 @@ impl VerifyKey {
     pub fn hmac(secret: &[u8], allowed: &[Alg]) -> Option<Self> {
         let verifiers: Vec<_> = allowed
             .iter()
-            .filter_map(|alg| Some((*alg, Verifier::Hmac(hmac::Key::new(alg.hmac_algorithm()?, secret)))))
+            .filter_map(|alg| {
+                Some((
+                    *alg,
+                    Verifier::Hmac(Box::new(hmac::Key::new(alg.hmac_algorithm()?, secret))),
+                ))
+            })
             .collect();
         (!verifiers.is_empty()).then_some(Self {
             kid: None,
@@ -152,10 +161,16 @@ impl VerifyKey {
     /// Parses a JWK; `Err` says why it is unusable (logged, the rest of the set still loads).
     pub fn from_jwk(jwk: &Jwk, allowed: &[Alg]) -> Result<Self, String> {
         if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
-            return Err(format!("use {:?} is not \"sig\"", jwk.use_.as_deref().unwrap_or("")));
+            return Err(format!(
+                "use {:?} is not \"sig\"",
+                jwk.use_.as_deref().unwrap_or("")
+            ));
         }
         let declared = match jwk.alg.as_deref() {
-            Some(name) => Some(name.parse::<Alg>().map_err(|()| format!("unsupported alg {name:?}"))?),
+            Some(name) => Some(
+                name.parse::<Alg>()
+                    .map_err(|()| format!("unsupported alg {name:?}"))?,
+            ),
             None => None,
         };
         let candidates: Vec<Alg> = allowed
@@ -191,12 +206,15 @@ impl VerifyKey {
                 out
             }
             "EC" => {
-                let (alg, verification, len): (_, &'static signature::EcdsaVerificationAlgorithm, _) =
-                    match jwk.crv.as_deref() {
-                        Some("P-256") => (Alg::ES256, &signature::ECDSA_P256_SHA256_FIXED, 32),
-                        Some("P-384") => (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48),
-                        other => return Err(format!("unsupported EC curve {other:?}")),
-                    };
+                let (alg, verification, len): (
+                    _,
+                    &'static signature::EcdsaVerificationAlgorithm,
+                    _,
+                ) = match jwk.crv.as_deref() {
+                    Some("P-256") => (Alg::ES256, &signature::ECDSA_P256_SHA256_FIXED, 32),
+                    Some("P-384") => (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48),
+                    other => return Err(format!("unsupported EC curve {other:?}")),
+                };
                 if !candidates.contains(&alg) {
                     Vec::new()
                 } else {
@@ -220,8 +238,9 @@ impl VerifyKey {
                 if !candidates.contains(&Alg::EdDSA) {
                     Vec::new()
                 } else {
-                    let key = signature::ParsedPublicKey::new(&signature::ED25519, b64(&jwk.x, "x")?)
-                        .map_err(|e| format!("invalid Ed25519 key: {e}"))?;
+                    let key =
+                        signature::ParsedPublicKey::new(&signature::ED25519, b64(&jwk.x, "x")?)
+                            .map_err(|e| format!("invalid Ed25519 key: {e}"))?;
                     vec![(Alg::EdDSA, Verifier::Public(key))]
                 }
             }
@@ -254,7 +273,9 @@ fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 fn b64(field: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
-    let text = field.as_deref().ok_or_else(|| format!("missing {name:?}"))?;
+    let text = field
+        .as_deref()
+        .ok_or_else(|| format!("missing {name:?}"))?;
     URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
         .map_err(|_| format!("{name:?} is not base64url"))
@@ -316,20 +337,27 @@ impl KeySet {
         struct Doc {
             keys: Vec<serde_json::Value>,
         }
-        let doc: Doc = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let doc: Doc =
+            serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
         let mut keys = Vec::new();
         let mut warnings = Vec::new();
         for (i, raw) in doc.keys.into_iter().enumerate() {
             let parsed = serde_json::from_value::<Jwk>(raw)
                 .map_err(|e| e.to_string())
-                .and_then(|jwk| VerifyKey::from_jwk(&jwk, allowed).map_err(|e| format!("kid {:?}: {e}", jwk.kid)));
+                .and_then(|jwk| {
+                    VerifyKey::from_jwk(&jwk, allowed)
+                        .map_err(|e| format!("kid {:?}: {e}", jwk.kid))
+                });
             match parsed {
                 Ok(key) => keys.push(key),
                 Err(why) => warnings.push(format!("keys[{i}]: {why}")),
             }
         }
         if keys.is_empty() {
-            return Err(format!("no usable key in the JWKS ({})", warnings.join("; ")));
+            return Err(format!(
+                "no usable key in the JWKS ({})",
+                warnings.join("; ")
+            ));
         }
         Ok((Self::new(keys), warnings))
     }

@@ -13,8 +13,13 @@ use std::time::{Duration, Instant};
 
 enum Source {
     Static,
-    Jwks { uri: String },
-    Discovery { issuer: String, jwks_uri: tokio::sync::OnceCell<String> },
+    Jwks {
+        uri: String,
+    },
+    Discovery {
+        issuer: String,
+        jwks_uri: tokio::sync::OnceCell<String>,
+    },
 }
 
 pub struct KeyStore {
@@ -74,7 +79,9 @@ impl KeyStore {
         };
         metrics
             .jwks_keys
-            .get_or_create(&ProviderLabel { provider: p.name.clone() })
+            .get_or_create(&ProviderLabel {
+                provider: p.name.clone(),
+            })
             .set(current.as_ref().map_or(0, |k| k.len() as i64));
         Ok(Self {
             provider: p.name.clone(),
@@ -96,6 +103,23 @@ impl KeyStore {
 
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+
+    /// Replaces the key set directly, as a successful fetch would (benches and tests use it to
+    /// avoid a JWKS server).
+    pub fn install(&self, set: KeySet) {
+        self.metrics
+            .jwks_keys
+            .get_or_create(&ProviderLabel {
+                provider: self.provider.clone(),
+            })
+            .set(set.len() as i64);
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(Arc::new(set));
+        }
+        if let Ok(mut at) = self.loaded_at.lock() {
+            *at = Some(Instant::now());
+        }
     }
 
     pub fn keys(&self) -> Option<Arc<KeySet>> {
@@ -164,7 +188,9 @@ impl KeyStore {
                 }
                 self.metrics
                     .jwks_keys
-                    .get_or_create(&ProviderLabel { provider: self.provider.clone() })
+                    .get_or_create(&ProviderLabel {
+                        provider: self.provider.clone(),
+                    })
                     .set(set.len() as i64);
                 if let Ok(mut current) = self.current.write() {
                     *current = Some(Arc::new(set));
@@ -202,7 +228,10 @@ impl KeyStore {
             return Err(format!("GET {uri}: HTTP {status}"));
         }
         let ttl = self.cache_ttl(response.headers());
-        let body = response.bytes().await.map_err(|e| format!("GET {uri}: {e}"))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("GET {uri}: {e}"))?;
         let (set, warnings) = KeySet::from_jwks(&body, &self.allowed)?;
         Ok((set, ttl, warnings))
     }
@@ -270,7 +299,9 @@ impl KeyStore {
         if let Some(age) = self.key_age() {
             self.metrics
                 .jwks_key_age_seconds
-                .get_or_create(&ProviderLabel { provider: self.provider.clone() })
+                .get_or_create(&ProviderLabel {
+                    provider: self.provider.clone(),
+                })
                 .set(age.as_secs_f64());
         }
     }
