@@ -177,3 +177,21 @@ async fn jwks_keys_gauge_counts_published_keys() {
     let keys = metric(&metrics, "claimgate_jwks_keys", &[("provider", "test")]);
     assert_eq!(keys, Some(3.0), "metrics:\n{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_control_max_age_drives_background_refresh() {
+    let key = SigningKey::es256("ec");
+    let upstream = EchoUpstream::start().await;
+    let server = JwksServer::start(jwks(&[&key])).await;
+    server.set_cache_control(Some("public, max-age=1"));
+    let proxy = Proxy::start(&TestConfig::jwks(&upstream.url(), &server.uri())).await;
+    let hits_at_start = server.hits();
+    // No traffic at all: only the honoured max-age (above jwks_min_refresh_seconds = 1, far below
+    // jwks_refresh_seconds = 300) can explain further fetches.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        server.hits() > hits_at_start,
+        "max-age=1 ignored: no refetch in 3.5 s"
+    );
+    expect_echo(proxy.get_with_token("/", &key.sign(&Claims::new())).await).await;
+}

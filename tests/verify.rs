@@ -312,3 +312,20 @@ async fn missing_required_metadata_field_is_rejected() {
     assert_eq!(user["data"]["name"], "Alice");
     assert!(user["data"].get("email").is_none_or(|v| v.is_null()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_token_is_rejected_once_it_expires() {
+    // The verified-token cache must never outlive the token's own `exp`.
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c.provider("clock_skew_seconds", 0)).await;
+    let token = key.sign(&Claims::new().exp_in(2));
+    expect_echo(env.proxy.get_with_token("/", &token).await).await;
+    expect_echo(env.proxy.get_with_token("/", &token).await).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "token_expired",
+    )
+    .await;
+}
