@@ -125,6 +125,33 @@ fn base64_json(v: &serde_json::Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_id_claim_and_required_header_mapping() {
+    let env = setup(|c| {
+        c.provider("user_id_claim", "email").set(
+            "/forward/headers/X-Tenant",
+            json!({"from": "%%token.tenant", "required": true}),
+        )
+    })
+    .await;
+    let token = env.key.sign(&Claims::new().set("tenant", "acme"));
+    let echo = expect_echo(env.proxy.get_with_token("/", &token).await).await;
+    assert_eq!(echo.header("x-user-id"), Some("alice@example.test"));
+    assert_eq!(echo.header("x-tenant"), Some("acme"));
+    let user = decode_user_header(echo.header("x-claimgate-user").unwrap());
+    assert_eq!(user["id"], "alice@example.test");
+
+    // A required mapping with nothing to map is a missing claim, not an empty header.
+    let token = env.key.sign(&Claims::new());
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "claim_missing",
+    )
+    .await;
+    assert_eq!(env.upstream.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_is_taken_from_cookie() {
     let env = setup(|c| c).await;
     let token = env.key.sign(&Claims::new());

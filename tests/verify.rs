@@ -79,6 +79,14 @@ async fn hs256_token_with_signing_keys_reaches_upstream() {
     let token = SigningKey::hs256(secret).sign(&Claims::new());
     assert_alice(&expect_echo(proxy.get_with_token("/", &token).await).await);
 
+    // A second secret in `signing_keys` is accepted too (rotation).
+    let next = "the-next-secret-during-rotation-0123456789";
+    let config =
+        TestConfig::hmac(&upstream.url(), secret).provider("signing_keys", json!([secret, next]));
+    let rotating = Proxy::start(&config).await;
+    let token = SigningKey::hs256(next).sign(&Claims::new());
+    expect_echo(rotating.get_with_token("/", &token).await).await;
+
     // Same claims, different secret: the MAC does not verify.
     let forged = SigningKey::hs256("another-secret-that-is-longer-than-32-bytes!");
     let resp = proxy
@@ -328,4 +336,36 @@ async fn accepted_token_is_rejected_once_it_expires() {
         "token_expired",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn algorithm_outside_the_allow_list_is_rejected() {
+    // ES384 is a valid, well-signed token, but the provider only lists ES256 among the ECs.
+    let key = SigningKey::es384("p384");
+    let usable = SigningKey::es256("p256");
+    let env = setup(&[&usable, &key], |c| c).await;
+    let token = key.sign(&Claims::new());
+    expect_reject(
+        env.proxy.get_with_token("/", &token).await,
+        401,
+        "alg_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_scheme_is_case_insensitive() {
+    let key = SigningKey::es256("ec");
+    let env = setup(&[&key], |c| c).await;
+    let token = key.sign(&Claims::new());
+    for scheme in ["bearer", "BEARER"] {
+        let resp = env
+            .proxy
+            .get("/")
+            .header("Authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_alice(&expect_echo(resp).await);
+    }
 }
