@@ -5,8 +5,9 @@
 //! - An expression is `true`, `false` or an object; every field of an object must hold ("AND").
 //! - Field names are expansions (`%%user.custom_data.roles`) or operators. Operators may be
 //!   written with `%` or `$` (`%in` and `$in` are the same operator).
-//! - A field's value is either an operator document (`{"%in": [...]}`) applied to the field, or a
-//!   value (literal or expansion) the field must equal.
+//! - A field's value is an operator document (`{"%in": [...]}`) applied to the field, an embedded
+//!   expression (an object with `%%` fields; the field must equal its boolean result, as in
+//!   `{"%%true": {...}}`), or a value (literal or expansion) the field must equal.
 //! - Arrays on the field side match element-wise, as in MongoDB queries: `{"%%x": "a"}` holds when
 //!   `%%x` is `"a"` or an array containing `"a"` (Atlas: `{"%%user.custom_data.readPartitions":
 //!   "%%partition"}` "if the partition value is listed in the readPartitions field").
@@ -47,6 +48,8 @@ enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
+    /// An embedded expression as the value: the field must equal its boolean result.
+    Nested(Box<Node>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +193,9 @@ fn parse_list<T>(
 
 fn parse_cond(value: &Value, scope: Scope, loc: &str) -> Result<Cond, String> {
     let map = match value {
+        Value::Object(map) if map.keys().any(|k| k.starts_with("%%")) => {
+            return Ok(Cond::Nested(Box::new(parse_node(value, scope, loc)?)))
+        }
         Value::Object(map) if map.keys().any(|k| operator_name(k).is_some()) => map,
         _ => return Ok(Cond::Eq(parse_operand(value, scope, loc)?)),
     };

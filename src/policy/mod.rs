@@ -10,6 +10,11 @@
 //!   matched as `/admin`.
 //! - `methods` compare case-insensitively; an empty list matches every method.
 //! - A rule with no match fields matches everything; no matching rule means "token required".
+//!
+//! `auth` (acted on by the caller): `none` ignores any token and injects no identity; `optional`
+//! uses a valid token when one is sent, lets a request without one through, and still answers 401
+//! for an invalid one; `required` (the default) needs a valid token. `allow_when` is only allowed
+//! with `required`, since without a verified token there is no user to check.
 
 mod expr;
 mod path;

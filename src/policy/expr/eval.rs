@@ -51,6 +51,9 @@ impl Cond {
             Cond::All(conds) => conds.iter().all(|c| c.eval(field, ctx)),
             Cond::Any(conds) => conds.iter().any(|c| c.eval(field, ctx)),
             Cond::Not(cond) => !cond.eval(field, ctx),
+            Cond::Nested(node) => {
+                field.is_some_and(|field| matches_value(field, &Value::Bool(node.eval(ctx))))
+            }
         }
     }
 
@@ -62,6 +65,7 @@ impl Cond {
             Cond::Exists(_) => false,
             Cond::All(conds) | Cond::Any(conds) => conds.iter().any(Cond::needs_user_data),
             Cond::Not(cond) => cond.needs_user_data(),
+            Cond::Nested(node) => node.needs_user_data(),
         }
     }
 }

@@ -166,6 +166,11 @@ fn and_or_not_nor() {
     fails(json!({"%not": admin}));
     holds(json!({"%nor": [owner, {"%%user.id": "u2"}]}));
     fails(json!({"%nor": [owner, admin]}));
+    // An embedded expression is compared, as a boolean, with the field.
+    holds(json!({"%%true": {"%%user.id": "u1", "%%user.custom_data.canRead": true}}));
+    fails(json!({"%%true": {"%%user.id": "u2"}}));
+    holds(json!({"%%false": {"%%user.id": "u2"}}));
+    holds(json!({"%%user.custom_data.canRead": {"%%user.id": "u1"}}));
     // Several fields in one object must all hold.
     holds(json!({"%%user.id": "u1", "%%user.custom_data.canRead": true}));
     fails(json!({"%%user.id": "u1", "%%user.custom_data.canRead": false}));
