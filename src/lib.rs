@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod token_cache;
+pub mod userdata;
 pub mod verify;
