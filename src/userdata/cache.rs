@@ -9,6 +9,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use moka::sync::Cache;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -104,7 +105,12 @@ impl RecordCache {
                     let key = user_id.to_owned();
                     let fetch = fetch();
                     let task = tokio::spawn(async move {
-                        let fetched = fetch.await;
+                        // A panicking fetch must still end the flight, or the user's later
+                        // lookups would all join its failure.
+                        let fetched = AssertUnwindSafe(fetch)
+                            .catch_unwind()
+                            .await
+                            .unwrap_or(Err(Unavailable));
                         cache.finish(&key, fetched, events, generation)
                     });
                     let flight = task
@@ -163,12 +169,17 @@ impl RecordCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn source_down(&self) {
-        *self.lock_down() = Some(Instant::now() + DOWN_HOLD);
+    /// Returns whether the source was considered up until now.
+    pub(crate) fn source_down(&self) -> bool {
+        let mut down = self.lock_down();
+        let was_up = down.is_none();
+        *down = Some(Instant::now() + DOWN_HOLD);
+        was_up
     }
 
-    pub(crate) fn source_up(&self) {
-        *self.lock_down() = None;
+    /// Returns whether the source was considered down until now.
+    pub(crate) fn source_up(&self) -> bool {
+        self.lock_down().take().is_some()
     }
 
     pub(crate) fn source_held_down(&self) -> bool {

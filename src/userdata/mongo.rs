@@ -27,7 +27,7 @@ pub(crate) struct MongoSource {
     pub(crate) database: String,
     pub(crate) collection: String,
     pub(crate) fields: Fields,
-    /// `on_user_creation.document` without `_id`, plus nothing else: the id field is added per user.
+    /// `on_user_creation.document`; the id field is added per user.
     creation: Option<Document>,
     pub(crate) roles: Option<RolesConfig>,
     timeout: Duration,
@@ -125,24 +125,29 @@ impl MongoSource {
 
     async fn fetch(self: Arc<Self>, user_id: String) -> Result<Fetched, Unavailable> {
         let outcome = tokio::time::timeout(self.timeout, self.fetch_inner(&user_id)).await;
-        let error = match outcome {
+        let (error, first) = match outcome {
             Ok(Ok(fetched)) => {
-                self.cache.source_up();
+                if self.cache.source_up() {
+                    tracing::info!("user data source reachable again");
+                }
                 return Ok(fetched);
             }
             Ok(Err(e)) => {
-                if unreachable(&e) {
-                    self.cache.source_down();
-                }
-                e.to_string()
+                let first = !unreachable(&e) || self.cache.source_down();
+                (e.to_string(), first)
             }
-            Err(_) => {
-                self.cache.source_down();
-                format!("no answer within {} ms", self.timeout.as_millis())
-            }
+            Err(_) => (
+                format!("no answer within {} ms", self.timeout.as_millis()),
+                self.cache.source_down(),
+            ),
         };
         self.metrics.lookup_errors.inc();
-        tracing::warn!(error = %error, "user data lookup failed");
+        // During an outage every user's first miss fails the same way; one warning per outage.
+        if first {
+            tracing::warn!(error = %error, "user data lookup failed");
+        } else {
+            tracing::debug!(error = %error, "user data lookup failed");
+        }
         Err(Unavailable)
     }
 
