@@ -12,6 +12,9 @@ use mongodb::options::IndexOptions;
 use mongodb::{Client, Database, IndexModel};
 use serde_json::json;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 /// Beside the repository, or the shared copy when running in a worktree elsewhere.
 fn mongo_sh() -> &'static str {
@@ -21,9 +24,6 @@ fn mongo_sh() -> &'static str {
         .find(|p| Path::new(p).exists())
         .expect("shared/ci/mongo.sh not found; set MONGODB_URI")
 }
-use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 fn mongo_uri() -> &'static str {
     static URI: OnceLock<String> = OnceLock::new();
