@@ -210,6 +210,19 @@ fn quoted_string_safe(text: &str) -> String {
         .collect()
 }
 
+/// An error with all its causes: hyper's and reqwest's top-level messages (e.g. "client error
+/// (Connect)") say nothing useful on their own.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into())
         .map_err(|never| match never {})
