@@ -22,6 +22,9 @@ use tokio::sync::watch;
 
 pub struct App {
     pub config: Config,
+    /// One upstream connection pool per proxy worker thread, so a request and the pooled
+    /// connection it uses are driven by the same thread.
+    forwarders: Vec<Forwarder>,
     pub proxy: Arc<Proxy>,
     pub admin: Arc<Admin>,
     pub key_stores: Vec<Arc<KeyStore>>,
@@ -109,7 +112,6 @@ impl App {
             policy,
             keep_claims,
             userinfo,
-            forwarder: Forwarder::new(&config.upstream)?,
             metrics: metrics.clone(),
         });
         let admin = Arc::new(Admin {
@@ -118,8 +120,13 @@ impl App {
             metrics,
             dev,
         });
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let forwarders = (0..workers)
+            .map(|_| Forwarder::new(&config.upstream))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             config,
+            forwarders,
             proxy,
             admin,
             key_stores,
@@ -149,20 +156,95 @@ impl App {
             },
             stopped(stop_rx.clone()),
         ));
-        let proxy = self.proxy.clone();
-        let proxy_task = tokio::spawn(crate::server::serve(
+        let workers = spawn_proxy_workers(
+            self.proxy.clone(),
+            self.forwarders,
             proxy_listener,
-            move |req, peer| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, peer).await }
-            },
-            stopped(stop_rx),
-        ));
+            &stop_rx,
+        );
         shutdown.await;
         tracing::info!("shutting down: draining connections");
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(proxy_task, admin_task);
+        let _ = admin_task.await;
+        for worker in workers {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
     }
+}
+
+/// Thread per core: each worker is a single-threaded runtime with its own accept loop on the
+/// shared listening socket and its own upstream pool. A request then never hops threads, which
+/// under load costs less than tokio's work stealing (measured in benches/load.sh).
+fn spawn_proxy_workers(
+    proxy: Arc<Proxy>,
+    forwarders: Vec<Forwarder>,
+    listener: TcpListener,
+    stop_rx: &watch::Receiver<bool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the proxy listener to the workers");
+            return Vec::new();
+        }
+    };
+    let mut handles = Vec::with_capacity(forwarders.len());
+    for (index, forwarder) in forwarders.into_iter().enumerate() {
+        let listener = match listener.try_clone() {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, worker = index, "cannot share the proxy listener");
+                continue;
+            }
+        };
+        let (proxy, forwarder, stop) = (proxy.clone(), Arc::new(forwarder), stop_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("claimgate-proxy-{index}"))
+            .spawn(move || run_worker(listener, proxy, forwarder, stop));
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                tracing::error!(error = %e, worker = index, "cannot start a proxy worker thread")
+            }
+        }
+    }
+    handles
+}
+
+fn run_worker(
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    forwarder: Arc<Forwarder>,
+    stop: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a proxy worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the proxy listener");
+                return;
+            }
+        };
+        crate::server::serve(
+            listener,
+            move |req, peer| {
+                let (proxy, forwarder) = (proxy.clone(), forwarder.clone());
+                async move { proxy.handle(req, peer, &forwarder).await }
+            },
+            stopped(stop),
+        )
+        .await;
+    });
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -37,7 +37,6 @@ pub struct Proxy {
     /// Whether anything reads `%%token` after the first request of a token (rules, or headers
     /// rendered per request); if not, cached sessions drop the claims.
     pub keep_claims: bool,
-    pub forwarder: Forwarder,
     pub metrics: Arc<Metrics>,
 }
 
@@ -49,11 +48,16 @@ enum Admitted {
 }
 
 impl Proxy {
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        forwarder: &Forwarder,
+    ) -> Response<Body> {
         let started = Instant::now();
         let mut token_digest = None;
         let outcome = match self.admit(&mut req, peer, &mut token_digest).await {
-            Ok(Admitted::Forward) => self.forwarder.forward(req, peer).await,
+            Ok(Admitted::Forward) => forwarder.forward(req, peer).await,
             Ok(Admitted::Respond(response)) => Ok(response),
             Err(reject) => Err(reject),
         };
