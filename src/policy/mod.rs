@@ -1,0 +1,197 @@
+//! The authorize step: which rule a request falls under (first match wins), whether that rule
+//! needs a token, and whether its `allow_when` expression holds for the caller.
+//!
+//! Matching:
+//! - `path_prefix` is segment-aware: `/admin` matches `/admin`, `/admin/` and `/admin/x`, never
+//!   `/administrator`. A trailing `/` in the prefix is ignored (`/admin/` is `/admin`), and `/`
+//!   matches every path.
+//! - `path` is an exact match.
+//! - Paths are compared case-sensitively after [`normalize_path`], so `/public/../admin` is
+//!   matched as `/admin`.
+//! - `methods` compare case-insensitively; an empty list matches every method.
+//! - A rule with no match fields matches everything; no matching rule means "token required".
+//!
+//! `auth` (acted on by the caller): `none` ignores any token and injects no identity; `optional`
+//! uses a valid token when one is sent, lets a request without one through, and still answers 401
+//! for an invalid one; `required` (the default) needs a valid token. `allow_when` is only allowed
+//! with `required`, since without a verified token there is no user to check.
+
+mod expr;
+mod path;
+
+pub use expr::Expr;
+pub use path::normalize_path;
+
+use crate::config::{AuthMode, KeyError, RuleConfig, RuleMatch};
+use crate::error::Reject;
+use crate::expansion::{Context, Scope};
+
+/// The compiled `rules` section.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The configured `name`, or `rules[i]`.
+    pub name: String,
+    pub auth: AuthMode,
+    matcher: Matcher,
+    allow_when: Option<Expr>,
+}
+
+#[derive(Debug, Clone)]
+struct Matcher {
+    /// Without its trailing `/`; empty for `/`.
+    prefix: Option<String>,
+    path: Option<String>,
+    /// Upper-cased; empty = any.
+    methods: Vec<String>,
+}
+
+impl Policy {
+    /// `user_data` says whether a `user_data` section is configured; without one,
+    /// `%%user.custom_data` and `%%user.permissions` are config errors.
+    pub fn compile(rules: &[RuleConfig], user_data: bool) -> Result<Self, KeyError> {
+        let scope = Scope {
+            user_data,
+            request: true,
+        };
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Rule::compile(rule, &format!("rules[{i}]"), scope))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { rules })
+    }
+
+    /// The first rule matching the request, or `None` (then a valid token is required and
+    /// nothing more).
+    pub fn route(&self, method: &http::Method, path: &str) -> Option<&Rule> {
+        let path = normalize_path(path);
+        self.rules
+            .iter()
+            .find(|rule| rule.matcher.matches(method.as_str(), &path))
+    }
+
+    /// Whether any rule's expression refers to `%%user.custom_data` or `%%user.permissions`.
+    pub fn needs_user_data(&self) -> bool {
+        self.rules.iter().any(Rule::needs_user_data)
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+impl Rule {
+    fn compile(cfg: &RuleConfig, key: &str, scope: Scope) -> Result<Self, KeyError> {
+        let name = match &cfg.name {
+            Some(name) if name.trim().is_empty() => {
+                return Err(KeyError::new(format!("{key}.name"), "must not be empty"))
+            }
+            Some(name) => name.clone(),
+            None => key.to_owned(),
+        };
+        let matcher = Matcher::compile(&cfg.matches, &format!("{key}.match"))?;
+        let allow_when =
+            match &cfg.allow_when {
+                None => None,
+                Some(_) if cfg.auth != AuthMode::Required => return Err(KeyError::new(
+                    format!("{key}.allow_when"),
+                    "needs `auth: required` (without a verified token there is no user to check)",
+                )),
+                Some(value) => Some(
+                    Expr::parse(value, scope)
+                        .map_err(|e| KeyError::new(format!("{key}.allow_when"), e))?,
+                ),
+            };
+        Ok(Self {
+            name,
+            auth: cfg.auth,
+            matcher,
+            allow_when,
+        })
+    }
+
+    /// Whether checking this rule needs the user's document or permissions loaded.
+    pub fn needs_user_data(&self) -> bool {
+        self.allow_when.as_ref().is_some_and(Expr::needs_user_data)
+    }
+
+    /// `Ok` when the rule has no `allow_when` or it holds; otherwise `Forbidden(name)`.
+    pub fn check(&self, ctx: &Context<'_>) -> Result<(), Reject> {
+        match &self.allow_when {
+            Some(expr) if !expr.eval(ctx) => Err(Reject::Forbidden(self.name.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Matcher {
+    fn compile(cfg: &RuleMatch, key: &str) -> Result<Self, KeyError> {
+        let slash_path = |field: &str, value: &Option<String>| match value {
+            Some(p) if !p.starts_with('/') => Err(KeyError::new(
+                format!("{key}.{field}"),
+                format!("must start with `/` (got {p:?})"),
+            )),
+            Some(p) if normalize_path(p) != p.as_str() => Err(KeyError::new(
+                format!("{key}.{field}"),
+                format!(
+                    "{p:?} is not in normal form (requests are matched as {:?})",
+                    normalize_path(p)
+                ),
+            )),
+            _ => Ok(()),
+        };
+        slash_path("path_prefix", &cfg.path_prefix)?;
+        slash_path("path", &cfg.path)?;
+        if cfg.path_prefix.is_some() && cfg.path.is_some() {
+            return Err(KeyError::new(
+                format!("{key}.path"),
+                "set at most one of `path` and `path_prefix`",
+            ));
+        }
+        let methods = cfg
+            .methods
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match http::Method::from_bytes(m.as_bytes()) {
+                Ok(_) => Ok(m.to_ascii_uppercase()),
+                Err(_) => Err(KeyError::new(
+                    format!("{key}.methods[{i}]"),
+                    format!("{m:?} is not an HTTP method"),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            prefix: cfg
+                .path_prefix
+                .as_ref()
+                .map(|p| p.trim_end_matches('/').to_owned()),
+            path: cfg.path.clone(),
+            methods,
+        })
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        let method_ok =
+            self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method));
+        let path_ok = match (&self.prefix, &self.path) {
+            (Some(prefix), _) => {
+                prefix.is_empty()
+                    || path
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+            (None, Some(exact)) => path == exact,
+            (None, None) => true,
+        };
+        method_ok && path_ok
+    }
+}
+
+#[cfg(test)]
+mod tests;
