@@ -87,8 +87,9 @@ impl MongoServer {
             std::env::temp_dir().join(format!("claimgate-test-mongo-{}.pid", unique_suffix()));
         let watchdog = Command::new("sh")
             .arg("-c")
-            .arg("trap '' INT HUP TERM QUIT; cat >/dev/null; exec \"$0\" stop")
+            .arg("trap '' INT HUP TERM QUIT; cat >/dev/null; \"$0\" stop; rm -f \"$1.lock\"")
             .arg(mongo_sh())
+            .arg(&pidfile)
             .env("CLAIMGATE_MONGO_PIDFILE", &pidfile)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
