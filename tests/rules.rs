@@ -142,6 +142,19 @@ async fn auth_none_routes_need_no_token_and_still_strip_identity_headers() {
         );
     }
 
+    // `none` ignores a token, valid or not, and injects no identity.
+    let expired = env.key.sign(&Claims::new().set("sub", "ann").exp_in(-3600));
+    for token in [env.token("ann"), expired] {
+        let echo = expect_echo(env.proxy.get_with_token("/public/x", &token).await).await;
+        for header in ["x-user-id", "x-user-group", "x-claimgate-user"] {
+            assert!(
+                !echo.has_header(header),
+                "{header} reached upstream: {:?}",
+                echo.headers
+            );
+        }
+    }
+
     // Only GET is public; other methods fall through to the catch-all, which needs a token.
     let url = format!("{}/public/info", env.proxy.url);
     let resp = env.proxy.client.post(&url).send().await.unwrap();
@@ -201,6 +214,12 @@ async fn auth_optional_routes_forward_with_and_without_a_token() {
     assert_eq!(echo.header("x-user-id"), Some("ann"));
     assert_eq!(echo.header("x-user-group"), Some("staff"));
     assert_eq!(custom_data(&echo)["roles"], json!(["admin", "reader"]));
+
+    // A token that is sent must be valid.
+    let expired = env.key.sign(&Claims::new().set("sub", "ann").exp_in(-3600));
+    let resp = env.proxy.get_with_token("/optional/feed", &expired).await;
+    expect_reject(resp, 401, "token_expired").await;
+    assert_eq!(env.upstream.requests().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
