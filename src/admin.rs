@@ -33,6 +33,12 @@ impl Admin {
                     store.update_age_metric();
                 }
                 self.proxy.token_cache.update_metrics();
+                if let Some(user_data) = &self.proxy.user_data {
+                    self.metrics
+                        .user_data
+                        .cache_entries
+                        .set(user_data.cache_entries() as i64);
+                }
                 respond(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

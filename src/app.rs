@@ -9,8 +9,11 @@ use crate::forward::Forwarder;
 use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::proxy::Proxy;
 use crate::token_cache::TokenCache;
+use crate::userdata::UserData;
+use crate::userinfo::Userinfo;
 use crate::verify::{parse_algorithms, ProviderVerifier, Verifier};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +77,22 @@ impl App {
             }
         }
         let forward = config.forward.clone().unwrap_or_default();
-        let headers = HeaderPlan::compile(&forward, false)?;
+        let user_data = match &config.user_data {
+            Some(cfg) => Some(Arc::new(UserData::new(cfg, metrics.user_data.clone())?)),
+            None => None,
+        };
+        let custom_data_limit = config.user_data.as_ref().map(|u| u.custom_data_max_bytes);
+        let headers = HeaderPlan::compile(
+            &forward,
+            custom_data_limit,
+            metrics.user_data.custom_data_oversize.clone(),
+        )?;
+        let has_user_data = user_data.is_some();
+        let policy = Policy::compile(&config.rules, has_user_data)?;
+        let userinfo = match &config.userinfo {
+            Some(cfg) => Some(Userinfo::compile(cfg, has_user_data)?),
+            None => None,
+        };
         let token_cache = TokenCache::new(
             config.verified_token_cache.enabled,
             config.verified_token_cache.max_entries,
@@ -86,6 +104,9 @@ impl App {
             sources,
             headers,
             token_cache,
+            user_data,
+            policy,
+            userinfo,
             forwarder: Forwarder::new(&config.upstream)?,
             metrics: metrics.clone(),
         });
@@ -113,6 +134,9 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         for store in &self.key_stores {
             tokio::spawn(store.clone().run_refresh(stop_rx.clone()));
+        }
+        if let Some(user_data) = &self.proxy.user_data {
+            tokio::spawn(user_data.clone().run(stop_rx.clone()));
         }
         let admin = self.admin.clone();
         let admin_task = tokio::spawn(crate::server::serve(

@@ -2,8 +2,9 @@
 //! admin port) and the built-in echo upstream. None of this exists outside `--dev`.
 
 use crate::config::{
-    AdminConfig, Config, ForwardConfig, HeaderMapping, MetadataField, ProviderConfig,
-    TokenCacheConfig, TokenSource, UpstreamConfig,
+    AdminConfig, Config, ForwardConfig, HeaderMapping, MetadataField, OnUnavailable,
+    ProviderConfig, TokenCacheConfig, TokenSource, UpstreamConfig, UserCreationConfig,
+    UserDataCacheConfig, UserDataConfig, UserDataSource, UserinfoConfig,
 };
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -81,17 +82,36 @@ impl DevIssuer {
     }
 }
 
+/// Writes the dev user data file (edit it while the proxy runs: changes apply within a second).
+pub fn write_users_file() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("claimgate-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("users.json");
+    let users = json!([
+        {"user_id": "alice", "roles": ["admin", "reader"], "userGroup": "staff"},
+        {"user_id": "bob", "roles": ["reader"], "userGroup": "guests", "blocked": true}
+    ]);
+    let text = serde_json::to_string_pretty(&users).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// The config `--dev` runs with: the dev issuer's JWKS on the admin port, the echo upstream.
 pub fn config(
     listen: SocketAddr,
     admin: SocketAddr,
     upstream: SocketAddr,
+    users_file: &std::path::Path,
     issuer: &DevIssuer,
 ) -> Config {
     let mut forward = ForwardConfig::default();
     forward.headers.insert(
         "X-User-Name".into(),
         HeaderMapping::Short("%%user.data.name".into()),
+    );
+    forward.headers.insert(
+        "X-User-Roles".into(),
+        HeaderMapping::Short("%%user.custom_data.roles".into()),
     );
     Config {
         listen,
@@ -138,8 +158,32 @@ pub fn config(
         forward: Some(forward),
         max_token_bytes: 8192,
         verified_token_cache: TokenCacheConfig::default(),
-        user_data: None,
+        user_data: Some(UserDataConfig {
+            source: UserDataSource::File,
+            uri: None,
+            database: None,
+            collection: None,
+            path: Some(users_file.to_owned()),
+            user_id_field: "user_id".into(),
+            required: false,
+            blocked_field: Some("blocked".into()),
+            expiration_field: Some("expirationDate".into()),
+            on_user_creation: Some(UserCreationConfig {
+                document: json!({"roles": ["reader"]})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            }),
+            cache: UserDataCacheConfig::default(),
+            on_unavailable: OnUnavailable::ServeCached,
+            roles: None,
+            custom_data_max_bytes: 8192,
+            timeout_ms: 2_000,
+        }),
         rules: Vec::new(),
-        userinfo: None,
+        userinfo: Some(UserinfoConfig {
+            path: "/.claimgate/userinfo".into(),
+            properties: vec!["roles".into(), "userGroup".into()],
+        }),
     }
 }

@@ -35,6 +35,8 @@ pub enum Reject {
     NoUserData,
     /// The user data source cannot be reached and nothing cached may be served.
     UserDataUnavailable,
+    /// With rules in force, a path with encoded (`%2F`, `%5C`) or backslash separators.
+    BadPath,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -62,6 +64,7 @@ impl Reject {
             Reject::UserExpired => "user_expired",
             Reject::NoUserData => "no_user_data",
             Reject::UserDataUnavailable => "user_data_unavailable",
+            Reject::BadPath => "bad_path",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
         }
@@ -89,6 +92,7 @@ impl Reject {
         "user_expired",
         "no_user_data",
         "user_data_unavailable",
+        "bad_path",
         "upstream_unavailable",
         "upstream_timeout",
     ];
@@ -121,6 +125,7 @@ impl Reject {
             Reject::UserExpired => "user account has expired".into(),
             Reject::NoUserData => "no user data".into(),
             Reject::UserDataUnavailable => "user data is temporarily unavailable".into(),
+            Reject::BadPath => "encoded or backslash path separators are not accepted".into(),
             Reject::UpstreamUnavailable => "upstream unavailable".into(),
             Reject::UpstreamTimeout => "upstream timed out".into(),
         }
@@ -135,6 +140,7 @@ impl Reject {
             | Reject::UserBlocked
             | Reject::UserExpired
             | Reject::NoUserData => StatusCode::FORBIDDEN,
+            Reject::BadPath => StatusCode::BAD_REQUEST,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::UNAUTHORIZED,
@@ -147,6 +153,7 @@ impl Reject {
             StatusCode::UNAUTHORIZED => "invalid_token",
             StatusCode::FORBIDDEN => "insufficient_scope",
             StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+            StatusCode::BAD_REQUEST => "invalid_request",
             _ => "bad_gateway",
         }
     }
@@ -201,6 +208,19 @@ fn quoted_string_safe(text: &str) -> String {
             _ => '?',
         })
         .collect()
+}
+
+/// An error with all its causes: hyper's and reqwest's top-level messages (e.g. "client error
+/// (Connect)") say nothing useful on their own.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {

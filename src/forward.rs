@@ -2,7 +2,7 @@
 //! answer back.
 
 use crate::config::{KeyError, UpstreamConfig};
-use crate::error::{Body, Reject};
+use crate::error::{error_chain, Body, Reject};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
@@ -285,18 +285,6 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-}
-
-/// hyper-util's client error says only "client error (Connect)"; the cause is in the chain.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::expansion::{Context, Expansion, Scope};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 
 struct Mapping {
@@ -26,6 +27,10 @@ pub struct HeaderPlan {
     pub pass_authorization: bool,
     /// Whether rendering needs the user's document; if not, one rendering per token can be cached.
     pub needs_user_data: bool,
+    /// `Some(limit)` when user data is configured: the user header carries `custom_data` up to
+    /// this many bytes of JSON.
+    custom_data_limit: Option<usize>,
+    oversize: Counter,
 }
 
 pub type Rendered = Vec<(HeaderName, HeaderValue)>;
@@ -46,7 +51,12 @@ fn header_name(text: &str, key: &str) -> Result<HeaderName, KeyError> {
 }
 
 impl HeaderPlan {
-    pub fn compile(forward: &ForwardConfig, user_data: bool) -> Result<Self, KeyError> {
+    pub fn compile(
+        forward: &ForwardConfig,
+        custom_data_limit: Option<usize>,
+        oversize: Counter,
+    ) -> Result<Self, KeyError> {
+        let user_data = custom_data_limit.is_some();
         let scope = Scope {
             user_data,
             request: false,
@@ -83,7 +93,34 @@ impl HeaderPlan {
             strip,
             pass_authorization: forward.pass_authorization,
             needs_user_data,
+            custom_data_limit,
+            oversize,
         })
+    }
+
+    /// base64url(JSON {id, provider, data[, custom_data]}), so any content survives header
+    /// transport. An oversized `custom_data` is left out whole (logged and counted), never cut.
+    fn user_header_value(&self, ctx: &Context<'_>) -> HeaderValue {
+        let mut doc = serde_json::json!({
+            "id": ctx.identity.id,
+            "provider": &*ctx.identity.provider,
+            "data": ctx.identity.data,
+        });
+        if let (Some(limit), Some(custom), Value::Object(map)) =
+            (self.custom_data_limit, ctx.custom_data, &mut doc)
+        {
+            let size = serde_json::to_vec(custom).map_or(usize::MAX, |v| v.len());
+            if size <= limit {
+                map.insert("custom_data".into(), custom.clone());
+            } else {
+                self.oversize.inc();
+                tracing::warn!(
+                    user = %ctx.identity.id, size, limit,
+                    "custom_data left out of the user header: larger than user_data.custom_data_max_bytes"
+                );
+            }
+        }
+        encoded(doc.to_string().as_bytes())
     }
 
     /// Removes every identity header (all copies) a client sent. Runs before anything else so that
@@ -108,23 +145,10 @@ impl HeaderPlan {
             }
         }
         if let Some(name) = &self.user_header {
-            out.push((name.clone(), user_header_value(ctx)));
+            out.push((name.clone(), self.user_header_value(ctx)));
         }
         Ok(out)
     }
-}
-
-/// base64url(JSON {id, provider, data[, custom_data]}), so any content survives header transport.
-fn user_header_value(ctx: &Context<'_>) -> HeaderValue {
-    let mut doc = serde_json::json!({
-        "id": ctx.identity.id,
-        "provider": &*ctx.identity.provider,
-        "data": ctx.identity.data,
-    });
-    if let (Some(custom), Value::Object(map)) = (ctx.custom_data, &mut doc) {
-        map.insert("custom_data".into(), custom.clone());
-    }
-    encoded(doc.to_string().as_bytes())
 }
 
 fn encoded(bytes: &[u8]) -> HeaderValue {

@@ -20,5 +20,6 @@ pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod token_cache;
+pub mod userdata;
 pub mod userinfo;
 pub mod verify;

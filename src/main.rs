@@ -137,7 +137,9 @@ async fn run_dev(
         ("sub".into(), "alice".into()),
         ("name".into(), "Alice".into()),
     ])?;
-    let config: Config = dev::config(proxy_addr, admin_addr, echo_addr, &issuer);
+    let users_file = dev::write_users_file()?;
+    let users_dir = users_file.parent().map(std::path::Path::to_owned);
+    let config: Config = dev::config(proxy_addr, admin_addr, echo_addr, &users_file, &issuer);
     let app = App::build(config, Some(issuer))
         .map_err(|e| format!("dev config: {}: {}", e.key, e.reason))?;
     let stores = app.key_stores.clone();
@@ -155,11 +157,17 @@ async fn run_dev(
         println!(
             "claimgate --dev: proxy http://{proxy_addr} -> built-in echo upstream; admin http://{admin_addr}\n\
              Try it:\n  curl -H 'Authorization: Bearer {token}' http://{proxy_addr}/hello\n\
-             Mint more: curl 'http://{admin_addr}/dev/token?sub=alice&name=Alice'"
+             Mint more: curl 'http://{admin_addr}/dev/token?sub=alice&name=Alice'\n\
+             Custom user data (live, edit it): {}\n\
+             Who am I: curl -H 'Authorization: Bearer {token}' http://{proxy_addr}/.claimgate/userinfo",
+            users_file.display()
         );
     });
     app.run(proxy_listener, admin_listener, shutdown_signal())
         .await;
+    if let Some(dir) = users_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(())
 }
 

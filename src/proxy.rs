@@ -3,17 +3,22 @@
 //! orders them and turns the outcome into a response, metric and log line.
 
 use crate::claims::{Identity, MetadataMapping};
+use crate::config::AuthMode;
 use crate::config::TokenSource;
 use crate::error::{Body, Reject};
-use crate::expansion::Context;
+use crate::expansion::{Context, RequestFacts};
 use crate::extract;
 use crate::forward::Forwarder;
 use crate::headers::HeaderPlan;
 use crate::metrics::{Metrics, ALLOWED};
+use crate::policy::{canonical_uri, Policy};
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
+use crate::userdata::{UserData, UserRecord};
+use crate::userinfo::Userinfo;
 use crate::verify::{now_seconds, Verifier};
 use http::{Request, Response};
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -26,16 +31,27 @@ pub struct Proxy {
     pub sources: Vec<TokenSource>,
     pub headers: HeaderPlan,
     pub token_cache: TokenCache,
+    pub user_data: Option<Arc<UserData>>,
+    pub policy: Policy,
+    pub userinfo: Option<Userinfo>,
     pub forwarder: Forwarder,
     pub metrics: Arc<Metrics>,
+}
+
+/// What admission decided for an allowed request.
+enum Admitted {
+    Forward,
+    /// Answered by the proxy itself (`/userinfo`).
+    Respond(Response<Body>),
 }
 
 impl Proxy {
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let mut token_digest = None;
-        let outcome = match self.admit(&mut req, &mut token_digest).await {
-            Ok(()) => self.forwarder.forward(req, peer).await,
+        let outcome = match self.admit(&mut req, peer, &mut token_digest).await {
+            Ok(Admitted::Forward) => self.forwarder.forward(req, peer).await,
+            Ok(Admitted::Respond(response)) => Ok(response),
             Err(reject) => Err(reject),
         };
         let response = match outcome {
@@ -60,15 +76,38 @@ impl Proxy {
     async fn admit(
         &self,
         req: &mut Request<Incoming>,
+        peer: SocketAddr,
         token_digest: &mut Option<TokenDigest>,
-    ) -> Result<(), Reject> {
+    ) -> Result<Admitted, Reject> {
+        // Strip: no path, rejected or allowed, may carry a client-chosen identity.
         self.headers.strip(req.headers_mut());
         // A `Connection: x-user-id` must not be able to make the forwarder drop injected headers.
         crate::forward::strip_connection_listed(req.headers_mut());
+        // Rules judge the normalized path, so that is also what the upstream gets.
+        if !self.policy.rules().is_empty() {
+            if let Some(uri) = canonical_uri(req.uri())? {
+                *req.uri_mut() = uri;
+            }
+        }
+        let rule = self.policy.route(req.method(), req.uri().path());
+        let auth = rule.map_or(AuthMode::Required, |r| r.auth);
+        if auth == AuthMode::None {
+            return Ok(Admitted::Forward);
+        }
 
-        let (token, source) = extract::token(req.headers(), req.uri().query(), &self.sources)?;
+        // Extract.
+        let (token, source) = match extract::token(req.headers(), req.uri().query(), &self.sources)
+        {
+            Ok(found) => found,
+            Err(Reject::TokenMissing) if auth == AuthMode::Optional => {
+                return Ok(Admitted::Forward)
+            }
+            Err(reject) => return Err(reject),
+        };
         let key = digest(&token);
         *token_digest = Some(key);
+
+        // Verify and map claims.
         let session = self.session(&token, key).await?;
         drop(token);
         let provider = &self.verifier.providers[session.verified.provider];
@@ -76,27 +115,63 @@ impl Proxy {
             return Err(Reject::TokenSourceNotAllowed);
         }
 
+        // Load user data.
+        let record = match &self.user_data {
+            Some(user_data) => Some(self.load_user_data(user_data, &session.identity.id).await?),
+            None => None,
+        };
         let ctx = Context {
             identity: &session.identity,
-            custom_data: None,
-            permissions: None,
-            request: None,
+            custom_data: record.as_ref().and_then(|r| r.document.as_ref()),
+            permissions: record.as_ref().and_then(|r| r.permissions.as_ref()),
+            request: Some(RequestFacts {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                remote_ip: peer.ip(),
+            }),
         };
-        let rendered = match session.rendered.get() {
-            Some(rendered) => rendered,
-            None => {
-                let rendered = self.headers.render(&ctx)?;
-                session.rendered.get_or_init(|| rendered)
-            }
+
+        // Authorize.
+        if let Some(rule) = rule {
+            rule.check(&ctx)?;
+        }
+        if let Some(userinfo) = self
+            .userinfo
+            .as_ref()
+            .filter(|u| u.path == req.uri().path())
+        {
+            return Ok(Admitted::Respond(json_response(userinfo.render(&ctx))));
+        }
+
+        // Inject headers.
+        let rendered = if self.headers.needs_user_data {
+            Cow::Owned(self.headers.render(&ctx)?)
+        } else if let Some(rendered) = session.rendered.get() {
+            Cow::Borrowed(rendered)
+        } else {
+            let rendered = self.headers.render(&ctx)?;
+            Cow::Borrowed(session.rendered.get_or_init(|| rendered))
         };
         let headers = req.headers_mut();
-        for (name, value) in rendered {
+        for (name, value) in rendered.iter() {
             headers.insert(name.clone(), value.clone());
         }
         if !self.headers.pass_authorization {
             headers.remove(http::header::AUTHORIZATION);
         }
-        Ok(())
+        Ok(Admitted::Forward)
+    }
+
+    /// The user's document, with the checks that need nothing but the document itself
+    /// (required, blocked, expired).
+    async fn load_user_data(
+        &self,
+        user_data: &UserData,
+        user_id: &str,
+    ) -> Result<Arc<UserRecord>, Reject> {
+        let record = user_data.lookup(user_id).await?;
+        user_data.admit(&record)?;
+        Ok(record)
     }
 
     /// Verify and map claims, or reuse the result for a byte-identical token.
@@ -141,6 +216,19 @@ fn log_rejection(reject: &Reject, token_digest: Option<&TokenDigest>, peer: Sock
             "request rejected"
         ),
     }
+}
+
+fn json_response(value: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(crate::error::full(value.to_string()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -5,6 +5,7 @@
 pub mod keys;
 
 use crate::config::{KeyError, ProviderConfig};
+use crate::error::error_chain;
 use crate::metrics::{Metrics, ProviderLabel};
 pub use keys::{Alg, KeySet, Lookup, VerifyKey};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,18 +187,7 @@ impl KeyStore {
                 for warning in warnings {
                     tracing::warn!(provider = %self.provider, %warning, "skipping unusable JWKS key");
                 }
-                self.metrics
-                    .jwks_keys
-                    .get_or_create(&ProviderLabel {
-                        provider: self.provider.clone(),
-                    })
-                    .set(set.len() as i64);
-                if let Ok(mut current) = self.current.write() {
-                    *current = Some(Arc::new(set));
-                }
-                if let Ok(mut at) = self.loaded_at.lock() {
-                    *at = Some(Instant::now());
-                }
+                self.install(set);
                 tracing::debug!(provider = %self.provider, ttl_seconds = ttl.as_secs(), "JWKS loaded");
                 Ok(ttl)
             }
@@ -305,15 +295,4 @@ impl KeyStore {
                 .set(age.as_secs_f64());
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -20,7 +20,7 @@ mod expr;
 mod path;
 
 pub use expr::Expr;
-pub use path::normalize_path;
+pub use path::{canonical_uri, normalize_path};
 
 use crate::config::{AuthMode, KeyError, RuleConfig, RuleMatch};
 use crate::error::Reject;

@@ -2,6 +2,30 @@
 
 use std::borrow::Cow;
 
+/// The URI to forward once rules are in force: the normalized path (so the upstream serves what
+/// the rules judged) with the query untouched. `Err` for encoded or backslash separators, which
+/// upstreams disagree on and which would let one path be judged as another.
+pub fn canonical_uri(uri: &http::Uri) -> Result<Option<http::Uri>, crate::error::Reject> {
+    use crate::error::Reject;
+    let path = uri.path();
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        return Err(Reject::BadPath);
+    }
+    let Cow::Owned(normalized) = normalize_path(path) else {
+        return Ok(None);
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| Reject::BadPath)?);
+    http::Uri::from_parts(parts)
+        .map(Some)
+        .map_err(|_| Reject::BadPath)
+}
+
 /// Normalizes a request path the way an upstream is likely to before routing, so that a rule
 /// cannot be sidestepped with an equivalent spelling (`/public/../admin`, `//admin`,
 /// `/%61dmin`):
