@@ -89,6 +89,7 @@ impl App {
         )?;
         let has_user_data = user_data.is_some();
         let policy = Policy::compile(&config.rules, has_user_data)?;
+        let keep_claims = policy.needs_claims() || headers.needs_claims;
         let userinfo = match &config.userinfo {
             Some(cfg) => Some(Userinfo::compile(cfg, has_user_data)?),
             None => None,
@@ -106,6 +107,7 @@ impl App {
             token_cache,
             user_data,
             policy,
+            keep_claims,
             userinfo,
             forwarder: Forwarder::new(&config.upstream)?,
             metrics: metrics.clone(),

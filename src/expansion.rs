@@ -82,6 +82,10 @@ impl Expansion {
         Ok(expansion)
     }
 
+    pub fn needs_claims(&self) -> bool {
+        matches!(self, Expansion::Token(_))
+    }
+
     pub fn needs_user_data(&self) -> bool {
         matches!(self, Expansion::CustomData(_) | Expansion::Permissions)
     }

@@ -27,6 +27,8 @@ pub struct HeaderPlan {
     pub pass_authorization: bool,
     /// Whether rendering needs the user's document; if not, one rendering per token can be cached.
     pub needs_user_data: bool,
+    /// Whether a per-request rendering reads `%%token`.
+    pub needs_claims: bool,
     /// `Some(limit)` when user data is configured: the user header carries `custom_data` up to
     /// this many bytes of JSON.
     custom_data_limit: Option<usize>,
@@ -87,11 +89,13 @@ impl HeaderPlan {
         strip.dedup();
         let needs_user_data = user_data
             && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_user_data()));
+        let needs_claims = needs_user_data && mappings.iter().any(|m| m.expansion.needs_claims());
         Ok(Self {
             mappings,
             user_header,
             strip,
             pass_authorization: forward.pass_authorization,
+            needs_claims,
             needs_user_data,
             custom_data_limit,
             oversize,

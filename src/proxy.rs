@@ -34,6 +34,9 @@ pub struct Proxy {
     pub user_data: Option<Arc<UserData>>,
     pub policy: Policy,
     pub userinfo: Option<Userinfo>,
+    /// Whether anything reads `%%token` after the first request of a token (rules, or headers
+    /// rendered per request); if not, cached sessions drop the claims.
+    pub keep_claims: bool,
     pub forwarder: Forwarder,
     pub metrics: Arc<Metrics>,
 }
@@ -110,7 +113,7 @@ impl Proxy {
         // Verify and map claims.
         let session = self.session(&token, key).await?;
         drop(token);
-        let provider = &self.verifier.providers[session.verified.provider];
+        let provider = &self.verifier.providers[session.proof.provider];
         if !provider.sources.contains(source) {
             return Err(Reject::TokenSourceNotAllowed);
         }
@@ -144,13 +147,9 @@ impl Proxy {
         }
 
         // Inject headers.
-        let rendered = if self.headers.needs_user_data {
-            Cow::Owned(self.headers.render(&ctx)?)
-        } else if let Some(rendered) = session.rendered.get() {
-            Cow::Borrowed(rendered)
-        } else {
-            let rendered = self.headers.render(&ctx)?;
-            Cow::Borrowed(session.rendered.get_or_init(|| rendered))
+        let rendered = match session.rendered.get() {
+            Some(rendered) => Cow::Borrowed(rendered),
+            None => Cow::Owned(self.headers.render(&ctx)?),
         };
         let headers = req.headers_mut();
         for (name, value) in rendered.iter() {
@@ -183,18 +182,32 @@ impl Proxy {
             return Ok(session);
         }
         let verified = self.verifier.verify(token).await?;
-        let provider = &self.verifier.providers[verified.provider];
-        let data = self.mappings[verified.provider].map(&verified.claims)?;
-        let identity = Identity {
-            id: verified.user_id.clone(),
+        let provider = &self.verifier.providers[verified.proof.provider];
+        let data = self.mappings[verified.proof.provider].map(&verified.claims)?;
+        let mut identity = Identity {
+            id: verified.user_id,
             provider: provider.name.clone(),
             data,
-            token: verified.claims.clone(),
+            token: verified.claims,
         };
+        // Headers that depend on the token alone are rendered once, while the claims are here.
+        let rendered = OnceLock::new();
+        if !self.headers.needs_user_data {
+            let ctx = Context {
+                identity: &identity,
+                custom_data: None,
+                permissions: None,
+                request: None,
+            };
+            let _ = rendered.set(self.headers.render(&ctx)?);
+        }
+        if !self.keep_claims {
+            identity.token = Arc::default();
+        }
         let session = Arc::new(Session {
-            verified,
+            proof: verified.proof,
             identity,
-            rendered: OnceLock::new(),
+            rendered,
         });
         self.token_cache.insert(key, session.clone());
         Ok(session)

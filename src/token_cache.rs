@@ -6,7 +6,7 @@
 use crate::claims::Identity;
 use crate::headers::Rendered;
 use crate::metrics::Metrics;
-use crate::verify::{now_seconds, Verified};
+use crate::verify::{now_seconds, Proof};
 use moka::sync::Cache;
 use moka::Expiry;
 use std::sync::{Arc, OnceLock};
@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 /// What a verified token yields; shared by every request that presents the same token.
 #[derive(Debug)]
 pub struct Session {
-    pub verified: Verified,
+    pub proof: Proof,
+    /// `identity.token` is empty unless something reads claims per request (see
+    /// `Proxy::keep_claims`): claims are most of a session's size.
     pub identity: Identity,
     /// Identity headers rendered once, when they depend only on the token.
     pub rendered: OnceLock<Rendered>,
@@ -41,7 +43,7 @@ impl Expiry<TokenDigest, Arc<Session>> for UntilExp {
         _now: Instant,
     ) -> Option<Duration> {
         Some(Duration::from_secs(
-            session.verified.exp.saturating_sub(now_seconds()),
+            session.proof.exp.saturating_sub(now_seconds()),
         ))
     }
 }
@@ -66,11 +68,11 @@ impl TokenCache {
     pub fn get(
         &self,
         key: &TokenDigest,
-        still_valid: impl FnOnce(&Verified) -> bool,
+        still_valid: impl FnOnce(&Proof) -> bool,
     ) -> Option<Arc<Session>> {
         let cache = self.cache.as_ref()?;
         match cache.get(key) {
-            Some(session) if still_valid(&session.verified) => {
+            Some(session) if still_valid(&session.proof) => {
                 self.metrics.token_cache_hits.inc();
                 Some(session)
             }

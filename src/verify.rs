@@ -32,9 +32,16 @@ pub struct ProviderVerifier {
 /// A token whose signature and claims checked out.
 #[derive(Debug)]
 pub struct Verified {
-    pub provider: usize,
     pub user_id: String,
     pub claims: Arc<Map<String, Value>>,
+    pub proof: Proof,
+}
+
+/// What a cached verification must still satisfy to be reused; small on purpose, since the
+/// verified-token cache holds one per token.
+#[derive(Debug)]
+pub struct Proof {
+    pub provider: usize,
     /// The token's `exp`: no cached use of this verification may outlive it.
     pub exp: u64,
     pub key: Arc<VerifyKey>,
@@ -199,11 +206,13 @@ impl Verifier {
             _ => return Err(Reject::ClaimMissing(provider.user_id_claim.clone())),
         };
         Ok(Verified {
-            provider: provider.index,
             user_id,
             claims: Arc::new(parsed.claims),
-            exp,
-            key,
+            proof: Proof {
+                provider: provider.index,
+                exp,
+                key,
+            },
         })
     }
 
@@ -230,12 +239,12 @@ impl Verifier {
     }
 
     /// Whether a cached verification may still be used: not expired and its key still published.
-    pub fn still_valid(&self, verified: &Verified, now: u64) -> bool {
-        now < verified.exp
-            && self.providers[verified.provider]
+    pub fn still_valid(&self, proof: &Proof, now: u64) -> bool {
+        now < proof.exp
+            && self.providers[proof.provider]
                 .keys
                 .keys()
-                .is_some_and(|set| set.contains(&verified.key))
+                .is_some_and(|set| set.contains(&proof.key))
     }
 }
 

@@ -113,7 +113,12 @@ impl Expr {
 
     /// Whether any expansion in it refers to the user's document or permissions.
     pub fn needs_user_data(&self) -> bool {
-        self.node.needs_user_data()
+        self.node.uses(&Expansion::needs_user_data)
+    }
+
+    /// Whether the expression reads any verified claim (`%%token`, `%%user.data`).
+    pub fn needs_claims(&self) -> bool {
+        self.node.uses(&Expansion::needs_claims)
     }
 }
 

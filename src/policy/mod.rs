@@ -81,6 +81,13 @@ impl Policy {
         self.rules.iter().any(Rule::needs_user_data)
     }
 
+    /// Whether any rule reads the token's claims at request time.
+    pub fn needs_claims(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.allow_when.as_ref().is_some_and(Expr::needs_claims))
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }

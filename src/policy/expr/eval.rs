@@ -1,7 +1,7 @@
 //! Evaluating a compiled expression against one request's [`Context`].
 
 use super::{CmpOp, Cond, Node, Operand};
-use crate::expansion::Context;
+use crate::expansion::{Context, Expansion};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -20,12 +20,12 @@ impl Node {
         }
     }
 
-    pub(super) fn needs_user_data(&self) -> bool {
+    pub(super) fn uses(&self, pred: &dyn Fn(&Expansion) -> bool) -> bool {
         match self {
             Node::Const(_) => false,
-            Node::All(nodes) | Node::Any(nodes) => nodes.iter().any(Node::needs_user_data),
-            Node::Not(node) => node.needs_user_data(),
-            Node::Field { left, cond } => left.needs_user_data() || cond.needs_user_data(),
+            Node::All(nodes) | Node::Any(nodes) => nodes.iter().any(|n| n.uses(pred)),
+            Node::Not(node) => node.uses(pred),
+            Node::Field { left, cond } => left.uses(pred) || cond.uses(pred),
         }
     }
 }
@@ -57,15 +57,15 @@ impl Cond {
         }
     }
 
-    fn needs_user_data(&self) -> bool {
+    fn uses(&self, pred: &dyn Fn(&Expansion) -> bool) -> bool {
         match self {
             Cond::Eq(op) | Cond::Ne(op) | Cond::In(op) | Cond::Nin(op) | Cond::Cmp(_, op) => {
-                op.needs_user_data()
+                op.uses(pred)
             }
             Cond::Exists(_) => false,
-            Cond::All(conds) | Cond::Any(conds) => conds.iter().any(Cond::needs_user_data),
-            Cond::Not(cond) => cond.needs_user_data(),
-            Cond::Nested(node) => node.needs_user_data(),
+            Cond::All(conds) | Cond::Any(conds) => conds.iter().any(|c| c.uses(pred)),
+            Cond::Not(cond) => cond.uses(pred),
+            Cond::Nested(node) => node.uses(pred),
         }
     }
 }
@@ -133,12 +133,12 @@ impl Operand {
         }
     }
 
-    fn needs_user_data(&self) -> bool {
+    fn uses(&self, pred: &dyn Fn(&Expansion) -> bool) -> bool {
         match self {
             Operand::Literal(_) => false,
-            Operand::Expansion(e) => e.needs_user_data(),
-            Operand::Array(items) => items.iter().any(Operand::needs_user_data),
-            Operand::Object(fields) => fields.iter().any(|(_, o)| o.needs_user_data()),
+            Operand::Expansion(e) => pred(e),
+            Operand::Array(items) => items.iter().any(|o| o.uses(pred)),
+            Operand::Object(fields) => fields.iter().any(|(_, o)| o.uses(pred)),
         }
     }
 }
