@@ -6,10 +6,14 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod keys;
+pub mod mongo;
 pub mod servers;
+pub mod userdata;
 
 pub use keys::{jwks, Claims, SigningKey};
+pub use mongo::{MongoServer, TestDb};
 pub use servers::{dead_url, sha256_hex, Echo, EchoUpstream, JwksServer};
+pub use userdata::*;
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
