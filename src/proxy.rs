@@ -9,7 +9,7 @@ use crate::error::{Body, Reject};
 use crate::expansion::{Context, RequestFacts};
 use crate::extract;
 use crate::forward::Forwarder;
-use crate::headers::HeaderPlan;
+use crate::headers::{HeaderPlan, Rendered};
 use crate::metrics::{Metrics, ALLOWED};
 use crate::policy::{canonical_uri, Policy};
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
@@ -18,9 +18,8 @@ use crate::userinfo::Userinfo;
 use crate::verify::{now_seconds, Verifier};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 pub struct Proxy {
@@ -151,9 +150,25 @@ impl Proxy {
         }
 
         // Inject headers.
-        let rendered = match session.rendered.get() {
-            Some(rendered) => Cow::Borrowed(rendered),
-            None => Cow::Owned(self.headers.render(&ctx)?),
+        let per_request: Arc<Rendered>;
+        let rendered: &Rendered = match (session.rendered.get(), &record) {
+            (Some(rendered), _) => rendered,
+            (None, record) => {
+                per_request = match record
+                    .as_ref()
+                    .and_then(|r| TokenCache::rendered_for(&session, r))
+                {
+                    Some(rendered) => rendered,
+                    None => {
+                        let rendered = Arc::new(self.headers.render(&ctx)?);
+                        if let Some(record) = &record {
+                            TokenCache::remember_rendered(&session, record, rendered.clone());
+                        }
+                        rendered
+                    }
+                };
+                &per_request
+            }
         };
         let headers = req.headers_mut();
         for (name, value) in rendered.iter() {
@@ -212,6 +227,7 @@ impl Proxy {
             proof: verified.proof,
             identity,
             rendered,
+            rendered_for: Mutex::new(None),
         });
         self.token_cache.insert(key, session.clone());
         Ok(session)

@@ -6,10 +6,11 @@
 use crate::claims::Identity;
 use crate::headers::Rendered;
 use crate::metrics::Metrics;
+use crate::userdata::UserRecord;
 use crate::verify::{now_seconds, Proof};
 use moka::sync::Cache;
 use moka::Expiry;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What a verified token yields; shared by every request that presents the same token.
@@ -21,6 +22,9 @@ pub struct Session {
     pub identity: Identity,
     /// Identity headers rendered once, when they depend only on the token.
     pub rendered: OnceLock<Rendered>,
+    /// Identity headers that also depend on the user's document, with the document version
+    /// (record) they were rendered from; reused while the user data cache hands out that record.
+    pub rendered_for: Mutex<Option<(Arc<UserRecord>, Arc<Rendered>)>>,
 }
 
 pub type TokenDigest = [u8; 32];
@@ -85,6 +89,19 @@ impl TokenCache {
                 self.metrics.token_cache_misses.inc();
                 None
             }
+        }
+    }
+
+    /// The headers rendered for exactly this user record, if this session has them.
+    pub fn rendered_for(session: &Session, record: &Arc<UserRecord>) -> Option<Arc<Rendered>> {
+        let guard = session.rendered_for.lock().ok()?;
+        let (for_record, rendered) = guard.as_ref()?;
+        Arc::ptr_eq(for_record, record).then(|| rendered.clone())
+    }
+
+    pub fn remember_rendered(session: &Session, record: &Arc<UserRecord>, rendered: Arc<Rendered>) {
+        if let Ok(mut guard) = session.rendered_for.lock() {
+            *guard = Some((record.clone(), rendered));
         }
     }
 

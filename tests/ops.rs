@@ -109,32 +109,43 @@ async fn json_logs_never_contain_a_token() {
 /// cannot collide with anything else on the machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_mode_mints_a_token_that_passes_its_own_proxy() {
-    let (proxy, admin) = (
-        format!("http://127.0.0.1:{}", free_port()),
-        format!("http://127.0.0.1:{}", free_port()),
-    );
-    let child = std::process::Command::new(BIN)
-        .arg("--dev")
-        .args(["--listen", proxy.trim_start_matches("http://")])
-        .args(["--admin-listen", admin.trim_start_matches("http://")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnDrop(child);
     let client = http_client();
-    let mut token = None;
-    for _ in 0..150 {
-        let url = format!("{admin}/dev/token?sub=alice&name=Alice");
-        if let Ok(r) = client.get(url).send().await {
-            if r.status() == 200 {
-                token = Some(r.text().await.unwrap().trim().to_owned());
+    // Free ports are picked by binding and releasing them, so a parallel test can take one before
+    // the binary binds it; a dev process that exits early is retried on fresh ports.
+    let mut started = None;
+    for _attempt in 0..3 {
+        let (proxy, admin) = (
+            format!("http://127.0.0.1:{}", free_port()),
+            format!("http://127.0.0.1:{}", free_port()),
+        );
+        let child = std::process::Command::new(BIN)
+            .arg("--dev")
+            .args(["--listen", proxy.trim_start_matches("http://")])
+            .args(["--admin-listen", admin.trim_start_matches("http://")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut guard = KillOnDrop(child);
+        for _ in 0..150 {
+            if guard.0.try_wait().unwrap().is_some() {
                 break;
             }
+            let url = format!("{admin}/dev/token?sub=alice&name=Alice");
+            if let Ok(r) = client.get(url).send().await {
+                if r.status() == 200 {
+                    let token = r.text().await.unwrap().trim().to_owned();
+                    started = Some((proxy.clone(), admin.clone(), token, guard));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.is_some() {
+            break;
+        }
     }
-    let token = token.expect("dev admin never served /dev/token");
+    let (proxy, admin, token, _guard) = started.expect("dev admin never served /dev/token");
     let jwks = client.get(format!("{admin}/dev/jwks.json")).send().await;
     let jwks: serde_json::Value = jwks.unwrap().json().await.unwrap();
     assert!(!jwks["keys"].as_array().unwrap().is_empty(), "{jwks}");
