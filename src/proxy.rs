@@ -56,7 +56,13 @@ impl Proxy {
         let started = Instant::now();
         let mut token_digest = None;
         let outcome = match self.admit(&mut req, peer, &mut token_digest).await {
-            Ok(Admitted::Forward) => forwarder.forward(req, peer).await,
+            Ok(Admitted::Forward) => {
+                // Every forwarded request, anonymous ones included, obeys `pass_authorization`.
+                if !self.headers.pass_authorization {
+                    req.headers_mut().remove(http::header::AUTHORIZATION);
+                }
+                forwarder.forward(req, peer).await
+            }
             Ok(Admitted::Respond(response)) => Ok(response),
             Err(reject) => Err(reject),
         };
@@ -173,9 +179,6 @@ impl Proxy {
         let headers = req.headers_mut();
         for (name, value) in rendered.iter() {
             headers.insert(name.clone(), value.clone());
-        }
-        if !self.headers.pass_authorization {
-            headers.remove(http::header::AUTHORIZATION);
         }
         Ok(Admitted::Forward)
     }
