@@ -69,7 +69,7 @@ fn split(token: &str) -> (&[u8], Vec<u8>) {
     let signature = URL_SAFE_NO_PAD
         .decode(&token[dot + 1..])
         .expect("base64url");
-    (token[..dot].as_bytes(), signature)
+    (&token.as_bytes()[..dot], signature)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
