@@ -340,8 +340,8 @@ if [ "$PERF" = 1 ]; then
     echo
     echo "perf: claimgate, verified_token_cache.enabled: $mode — top symbols by self time"
     echo '```'
-    perf report -q -i "$WORK/perf-cache-$mode.data" --no-children --sort symbol --percent-limit 1.5 --stdio 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | head -n 25 || true
+    perf report -q -i "$WORK/perf-cache-$mode.data" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null |
+      grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | cut -c1-150 | head -n 30 || true
     echo '```'
     stop_claimgate
   done
