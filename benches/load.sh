@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-proxy load bench: claimgate against nginx, same load for every row, in one run.
 #
-#   bash benches/load.sh            # ~2.5 minutes after the release build; prints a Markdown table
+#   bash benches/load.sh     # ~4 minutes after the release build; prints a Markdown table
 #
 # Everything listens on 127.0.0.1 only and is stopped on exit. Rows (wrk, same Lua script, same
 # tokens in the Authorization header for every row):
@@ -10,18 +10,23 @@
 #   claimgate-rotating     wrk -> claimgate (cache on) -> upstream; 10 000 distinct tokens round-robin
 #   claimgate-one-token    wrk -> claimgate (cache on); one token repeated
 #   claimgate-no-cache     wrk -> claimgate (verified_token_cache.enabled: false); 10 000 tokens
-# Each claimgate row gets a fresh process, so its peak RSS (VmHWM) is its own.
-# A row with any non-2xx response or socket error is REFUSED: printed as an error, not reported.
+# Every row runs REPEAT times, rounds interleaved, and the table shows medians. Each claimgate run
+# gets a fresh process, so its peak RSS (VmHWM) is its own. "proxy CPU µs/req" is the proxy's
+# utime+stime (nginx: master + workers) over the measured window divided by the requests served:
+# on a shared 2-core box it is steadier than req/s. A row with any non-2xx response or socket
+# error is REFUSED: printed as an error, not reported, and the script exits 1.
 #
-# Knobs (environment): DURATION (s, default 15), WARMUP (s, 3), CONNECTIONS (64), THREADS (2),
-# TOKENS (10000), PROXY_WORKERS (2: nginx-plain worker_processes; claimgate's tokio runtime has
-# one worker per core, 2 here), UPSTREAM_WORKERS (1), BASE_PORT (18080), KEEP=1 keeps the
-# work dir, PERF=1 also profiles claimgate (cache off, then cache on) with `perf record` after
-# the table (a separate, unreported run, so profiling never skews the table).
+# Knobs (environment): DURATION (s per run, default 10), WARMUP (s, 2), REPEAT (3),
+# CONNECTIONS (64), THREADS (2), TOKENS (10000), PROXY_WORKERS (2: nginx-plain
+# worker_processes, matching claimgate's tokio runtime, one worker per core = 2 here),
+# UPSTREAM_WORKERS (1), BASE_PORT (18080), KEEP=1 keeps the work dir, PERF=1 also profiles
+# claimgate (cache off, then cache on) with `perf record` after the table (separate runs, so
+# profiling never skews the table).
 set -euo pipefail
 
-DURATION=${DURATION:-15}
-WARMUP=${WARMUP:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+REPEAT=${REPEAT:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 TOKENS=${TOKENS:-10000}
@@ -225,12 +230,31 @@ stop_claimgate() {
   CLAIMGATE_PID=""
 }
 
-# Peak RSS in MiB, summed over the given processes and their children (nginx master + workers).
-peak_rss() {
-  local total=0 pid kb
+# ---------------------------------------------------------------- rows
+# Each round runs every row once (fresh claimgate per row); rows are interleaved across rounds so
+# that drift in the machine's load hits all of them alike. The table shows per-row medians.
+ROW_NAMES=(upstream-direct nginx-plain claimgate-rotating claimgate-one-token claimgate-no-cache)
+declare -A RPS P50 P99 CPU RSS NOTE BAD
+REFUSED=0
+
+# CPU time (utime + stime, all threads) of the given processes and their children, in clock ticks.
+cpu_ticks() {
+  local total=0 pid p t
   for pid in "$@"; do
     for p in "$pid" $(ps -o pid= --ppid "$pid" || true); do
-      kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+      t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)
+      total=$((total + ${t:-0}))
+    done
+  done
+  echo "$total"
+}
+
+# Peak RSS in MiB, summed over the given processes and their children (nginx master + workers).
+peak_rss() {
+  local total=0 pid p kb
+  for pid in "$@"; do
+    for p in "$pid" $(ps -o pid= --ppid "$pid" || true); do
+      kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
       total=$((total + ${kb:-0}))
     done
   done
@@ -242,88 +266,85 @@ metric() { # name → value from claimgate's /metrics (0 if absent)
     awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'
 }
 
-# ---------------------------------------------------------------- rows
-ROWS=()
-REFUSED=0
-
-run_row() { # name, url, token file, rss pids ("" for none), note
-  local name=$1 url=$2 tokens=$3 rss_pids=$4 note=$5 out line
-  log "$name: ${WARMUP}s warm-up, ${DURATION}s measured ($CONNECTIONS connections, $THREADS threads)"
+run_wrk() { # name, round, url, token file, proxy pids ("" for none)
+  local name=$1 round=$2 url=$3 tokens=$4 pids=$5 out line before=0 after=0
+  log "$name (round $round/$REPEAT): ${WARMUP}s warm-up, ${DURATION}s measured"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 2s -s "$WORK/tokens.lua" "$url" -- "$tokens" >/dev/null
-  out="$WORK/wrk-$name.txt"
+  [ -n "$pids" ] && before=$(cpu_ticks $pids)
+  out="$WORK/wrk-$name-$round.txt"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 2s --latency -s "$WORK/tokens.lua" "$url" -- "$tokens" >"$out"
+  [ -n "$pids" ] && after=$(cpu_ticks $pids)
   line=$(grep '^RESULT ' "$out") || die "$name: wrk printed no RESULT line: $(cat "$out")"
-  local requests duration_us p50 p99 non2xx errors rss="—"
-  requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")
-  duration_us=$(sed -E 's/.*duration_us=([0-9]+).*/\1/' <<<"$line")
-  p50=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")
-  p99=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
-  non2xx=$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")
-  errors=$(sed -E 's/.*socket_errors=([0-9]+).*/\1/' <<<"$line")
-  [ -n "$rss_pids" ] && rss=$(peak_rss $rss_pids)
+  local requests duration_us p50 p99 non2xx errors rps cpu="—"
+  field() { sed -E "s/.* $1=([0-9]+).*/\1/" <<<" $line"; }
+  requests=$(field requests) duration_us=$(field duration_us) p50=$(field p50_us) p99=$(field p99_us)
+  non2xx=$(field non2xx) errors=$(field socket_errors)
   if [ "$non2xx" -gt 0 ] || [ "$errors" -gt 0 ] || [ "$requests" -eq 0 ]; then
-    log "ERROR: row $name REFUSED: $non2xx non-2xx responses, $errors socket errors of $requests requests"
-    ROWS+=("$name|REFUSED|$non2xx|$errors")
+    log "ERROR: row $name REFUSED: round $round had $non2xx non-2xx responses and $errors socket errors in $requests requests"
+    BAD[$name]="${BAD[$name]:-}round $round: $non2xx non-2xx, $errors socket errors; "
     REFUSED=1
     return
   fi
-  local rps
   rps=$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
-  log "$name: $rps req/s, p50 ${p50} µs, p99 ${p99} µs, peak RSS ${rss} MiB"
-  ROWS+=("$name|$rps|$p50|$p99|$requests|$rss|$note")
+  if [ -n "$pids" ]; then
+    cpu=$(awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v r="$requests" \
+      'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
+    RSS[$name]=$(awk -v a="${RSS[$name]:-0}" -v b="$(peak_rss $pids)" 'BEGIN { print (b > a ? b : a) }')
+  fi
+  log "$name: $rps req/s, p50 ${p50} µs, p99 ${p99} µs, proxy CPU ${cpu} µs/req"
+  RPS[$name]="${RPS[$name]:-} $rps" P50[$name]="${P50[$name]:-} $p50"
+  P99[$name]="${P99[$name]:-} $p99" CPU[$name]="${CPU[$name]:-} $cpu"
 }
 
-cache_note() {
-  local hits misses
-  hits=$(metric claimgate_token_cache_hits_total)
-  misses=$(metric claimgate_token_cache_misses_total)
-  awk -v h="$hits" -v m="$misses" 'BEGIN { t = h + m; if (t > 0) printf "cache hits %.1f%%", 100 * h / t; else printf "cache off" }'
-}
-
-run_row upstream-direct "http://127.0.0.1:$UPSTREAM_PORT/" "$WORK/tokens.txt" "" "no proxy"
-run_row nginx-plain "http://127.0.0.1:$NGINX_PORT/" "$WORK/tokens.txt" "$NGINX_PROXY_PID" \
-  "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), $PROXY_WORKERS workers, no auth"
-
-claimgate_row() { # name, cache, token file
-  start_claimgate "$1" "$2"
-  run_row "$1" "http://127.0.0.1:$CLAIMGATE_PORT/" "$3" "$CLAIMGATE_PID" "__CACHE__"
-  local note
-  note=$(cache_note)
-  [ "$2" = true ] || note="cache off"
-  ROWS[-1]=${ROWS[-1]/__CACHE__/$note}
+run_claimgate() { # name, round, cache (true|false), token file
+  start_claimgate "$1" "$3"
+  run_wrk "$1" "$2" "http://127.0.0.1:$CLAIMGATE_PORT/" "$4" "$CLAIMGATE_PID"
+  if [ "$3" = true ]; then
+    NOTE[$1]=$(awk -v h="$(metric claimgate_token_cache_hits_total)" -v m="$(metric claimgate_token_cache_misses_total)" \
+      'BEGIN { t = h + m; printf "cache on, hits %.1f%%", (t > 0 ? 100 * h / t : 0) }')
+  else
+    NOTE[$1]="cache off: every request verifies"
+  fi
   stop_claimgate
 }
-claimgate_row claimgate-rotating true "$WORK/tokens.txt"
-claimgate_row claimgate-one-token true "$WORK/one-token.txt"
-claimgate_row claimgate-no-cache false "$WORK/tokens.txt"
 
-# ---------------------------------------------------------------- table
-base_rps="" base_p99=""
-for row in "${ROWS[@]}"; do
-  IFS='|' read -r name rps p50 p99 _ <<<"$row"
-  if [ "$name" = nginx-plain ] && [ "$rps" != REFUSED ]; then base_rps=$rps base_p99=$p99; fi
+NOTE[upstream-direct]="no proxy"
+NOTE[nginx-plain]="nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), $PROXY_WORKERS workers, no auth"
+for round in $(seq "$REPEAT"); do
+  run_wrk upstream-direct "$round" "http://127.0.0.1:$UPSTREAM_PORT/" "$WORK/tokens.txt" ""
+  run_wrk nginx-plain "$round" "http://127.0.0.1:$NGINX_PORT/" "$WORK/tokens.txt" "$NGINX_PROXY_PID"
+  run_claimgate claimgate-rotating "$round" true "$WORK/tokens.txt"
+  run_claimgate claimgate-one-token "$round" true "$WORK/one-token.txt"
+  run_claimgate claimgate-no-cache "$round" false "$WORK/tokens.txt"
 done
 
+# ---------------------------------------------------------------- table
+median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "—"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'; }
+ms() { awk -v x="$1" 'BEGIN { printf "%.2f", x / 1000 }'; }
+
+base_rps=$(median <<<"${RPS[nginx-plain]:-}")
+base_p99=$(median <<<"${P99[nginx-plain]:-}")
 echo
-echo "claimgate load bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared by wrk, upstream and proxy), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency (after ${WARMUP}s warm-up), GET / with a ~900-byte RS256 bearer token on every row; $TOKENS distinct tokens unless 'one-token'"
+echo "claimgate load bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores shared by wrk, upstream nginx and the proxy; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency after ${WARMUP}s warm-up, $REPEAT interleaved rounds, medians shown;"
+echo "GET / with a ~900-byte RS256 bearer token on every row ($TOKENS distinct tokens round-robin unless one-token)"
 echo
-echo "| row | req/s | req/s ÷ nginx-plain | p50 ms | p99 ms | p99 − nginx-plain | peak RSS MiB | notes |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-for row in "${ROWS[@]}"; do
-  IFS='|' read -r name rps p50 p99 requests rss note <<<"$row"
-  if [ "$rps" = REFUSED ]; then
-    echo "| $name | REFUSED | | | | | | $p50 non-2xx, $p99 socket errors |"
+echo "| row | req/s (median) | req/s range | ÷ nginx-plain | p50 ms | p99 ms | p99 − nginx-plain | proxy CPU µs/req | peak RSS MiB | notes |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+for name in "${ROW_NAMES[@]}"; do
+  if [ -n "${BAD[$name]:-}" ]; then
+    echo "| $name | REFUSED | | | | | | | | ${BAD[$name]} |"
     continue
   fi
+  rps=$(median <<<"${RPS[$name]}" | xargs printf '%.0f') p50=$(median <<<"${P50[$name]}") p99=$(median <<<"${P99[$name]}")
   ratio="—" delta="—"
-  if [ -n "$base_rps" ]; then
+  if [ "$base_rps" != "—" ]; then
     ratio=$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.2f", a / b }')
     delta=$(awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "%+.2f ms", (a - b) / 1000 }')
   fi
-  printf '| %s | %s | %s | %.2f | %.2f | %s | %s | %s |\n' "$name" "$rps" "$ratio" \
-    "$(awk -v x="$p50" 'BEGIN { print x / 1000 }')" "$(awk -v x="$p99" 'BEGIN { print x / 1000 }')" \
-    "$delta" "$rss" "$note"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$rps" "$(spread <<<"${RPS[$name]}")" \
+    "$ratio" "$(ms "$p50")" "$(ms "$p99")" "$delta" "$(median <<<"${CPU[$name]}")" "${RSS[$name]:-—}" "${NOTE[$name]}"
 done
 
 # ---------------------------------------------------------------- optional profile
