@@ -11,66 +11,18 @@
 mod common;
 
 use aws_lc_rs::{hmac, signature};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use claimgate::app::App;
 use claimgate::claims::{Identity, MetadataMapping};
 use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField};
 use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
-use claimgate::jwks::{Alg, KeySet};
 use claimgate::metrics::Metrics;
 use claimgate::token_cache::{digest, Session, TokenCache};
 use claimgate::verify::now_seconds;
-use common::Signer;
+use common::{app_for, split, ISSUER};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-const ISSUER: &str = "https://issuer.bench.example/";
-
-/// An app with one provider for `alg`, its keys installed directly (no JWKS server).
-fn app_for(signer: &Signer, alg: &str) -> App {
-    let keys = if alg == "HS256" {
-        format!("signing_keys: ['{}']", common::HMAC_SECRET)
-    } else {
-        "jwks_uri: 'http://127.0.0.1:9/jwks.json'".to_owned()
-    };
-    let yaml = format!(
-        "listen: 127.0.0.1:0
-upstream: {{url: 'http://127.0.0.1:9'}}
-providers:
-  - name: bench
-    issuer: '{ISSUER}'
-    {keys}
-    audience: ['{aud}']
-    algorithms: [{alg}]
-    metadata_fields:
-      - {{name: name}}
-      - {{name: email, required: true}}
-      - {{name: org.tier, field_name: tier}}
-",
-        aud = common::AUDIENCE
-    );
-    let config = claimgate::config::parse_str(&yaml, &|_| None).expect("bench config parses");
-    let app = App::build(config, None).expect("bench config builds");
-    if signer.jwk.is_some() {
-        let allowed = [alg.parse::<Alg>().expect("known alg")];
-        let (set, warnings) = KeySet::from_jwks(signer.jwks().as_bytes(), &allowed).expect("JWKS");
-        assert!(warnings.is_empty(), "{warnings:?}");
-        app.key_stores[0].install(set);
-    }
-    app
-}
-
-fn split(token: &str) -> (&[u8], Vec<u8>) {
-    let dot = token.rfind('.').expect("three parts");
-    let signature = URL_SAFE_NO_PAD
-        .decode(&token[dot + 1..])
-        .expect("base64url");
-    (&token.as_bytes()[..dot], signature)
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -13,6 +13,8 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use claimgate::app::App;
+use claimgate::jwks::{Alg, KeySet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -185,4 +187,48 @@ fn rsa_public_components(pkcs1: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let (_, e, _) = der_tlv(rest);
     let strip = |b: &[u8]| b[b.iter().take_while(|x| **x == 0).count()..].to_vec();
     (strip(n), strip(e))
+}
+
+pub const ISSUER: &str = "https://issuer.bench.example/";
+
+/// An app with one provider for `alg`, its keys installed directly (no JWKS server).
+pub fn app_for(signer: &Signer, alg: &str) -> App {
+    let keys = if alg == "HS256" {
+        format!("signing_keys: ['{}']", HMAC_SECRET)
+    } else {
+        "jwks_uri: 'http://127.0.0.1:9/jwks.json'".to_owned()
+    };
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+upstream: {{url: 'http://127.0.0.1:9'}}
+providers:
+  - name: bench
+    issuer: '{ISSUER}'
+    {keys}
+    audience: ['{aud}']
+    algorithms: [{alg}]
+    metadata_fields:
+      - {{name: name}}
+      - {{name: email, required: true}}
+      - {{name: org.tier, field_name: tier}}
+",
+        aud = AUDIENCE
+    );
+    let config = claimgate::config::parse_str(&yaml, &|_| None).expect("bench config parses");
+    let app = App::build(config, None).expect("bench config builds");
+    if signer.jwk.is_some() {
+        let allowed = [alg.parse::<Alg>().expect("known alg")];
+        let (set, warnings) = KeySet::from_jwks(signer.jwks().as_bytes(), &allowed).expect("JWKS");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        app.key_stores[0].install(set);
+    }
+    app
+}
+
+pub fn split(token: &str) -> (&[u8], Vec<u8>) {
+    let dot = token.rfind('.').expect("three parts");
+    let signature = URL_SAFE_NO_PAD
+        .decode(&token[dot + 1..])
+        .expect("base64url");
+    (&token.as_bytes()[..dot], signature)
 }
