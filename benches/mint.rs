@@ -1,0 +1,77 @@
+//! Not a benchmark: writes the inputs of `benches/load.sh`.
+//!
+//! `cargo bench --bench mint -- --out DIR [--count N] [--issuer URL] [--ttl SECONDS]`
+//!
+//! Writes `DIR/jwks.json` (a fresh RSA-2048 key, kid `load-rsa`) and `DIR/tokens.txt`: N distinct
+//! RS256 tokens (`sub` user-000000 …), one per line, audience `claimgate-bench`. Run without
+//! `--out` (as a plain `cargo bench` does) it does nothing.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() {
+    let mut out: Option<PathBuf> = None;
+    let mut count = 10_000usize;
+    let mut issuer = "https://issuer.bench.example/".to_owned();
+    let mut ttl = 3_600u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| panic!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--out" => out = Some(value("--out").into()),
+            "--count" => count = value("--count").parse().expect("--count N"),
+            "--issuer" => issuer = value("--issuer"),
+            "--ttl" => ttl = value("--ttl").parse().expect("--ttl SECONDS"),
+            // cargo passes `--bench`; criterion-style filters are not ours to handle.
+            _ => {}
+        }
+    }
+    let Some(out) = out else {
+        eprintln!("mint: no --out DIR given; nothing to do (this bench only feeds load.sh)");
+        return;
+    };
+    std::fs::create_dir_all(&out).expect("create --out dir");
+    let started = Instant::now();
+    let signer = common::rsa_2048("load-rsa");
+    std::fs::write(out.join("jwks.json"), signer.jwks()).expect("write jwks.json");
+
+    let now = common::now_seconds();
+    // RSA signing is ~1 ms a token: split the work over the available cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = count.div_ceil(threads);
+    let tokens: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (signer, issuer) = (&signer, issuer.as_str());
+                scope.spawn(move || {
+                    (t * per..((t + 1) * per).min(count))
+                        .map(|i| signer.mint(issuer, i, now, ttl))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("minting thread"))
+            .collect()
+    });
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(out.join("tokens.txt")).expect("tokens"));
+    for token in &tokens {
+        writeln!(file, "{token}").expect("write token");
+    }
+    file.flush().expect("flush tokens");
+    eprintln!(
+        "mint: {} tokens ({} bytes each) and jwks.json in {} ({:.1} s)",
+        tokens.len(),
+        tokens.first().map_or(0, String::len),
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
