@@ -20,8 +20,9 @@ use claimgate::token_cache::{digest, Session, TokenCache};
 use claimgate::verify::now_seconds;
 use common::{app_for, split, ISSUER};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -248,7 +249,8 @@ fn bench_request_parts(c: &mut Criterion) {
         request: None,
     };
     // What runs with no `forward` section: X-User-Id and the base64url JSON X-Claimgate-User.
-    let default_plan = HeaderPlan::compile(&ForwardConfig::default(), false).expect("plan");
+    let default_plan =
+        HeaderPlan::compile(&ForwardConfig::default(), None, Counter::default()).expect("plan");
     let mut five = ForwardConfig::default();
     for (name, from) in [
         ("X-User-Email", "%%user.data.email"),
@@ -259,7 +261,7 @@ fn bench_request_parts(c: &mut Criterion) {
         five.headers
             .insert(name.into(), HeaderMapping::Short(from.into()));
     }
-    let five_plan = HeaderPlan::compile(&five, false).expect("plan");
+    let five_plan = HeaderPlan::compile(&five, None, Counter::default()).expect("plan");
     assert_eq!(default_plan.render(&ctx).expect("renders").len(), 2);
     assert_eq!(five_plan.render(&ctx).expect("renders").len(), 6);
     let mut group = c.benchmark_group("headers");
@@ -274,16 +276,17 @@ fn bench_request_parts(c: &mut Criterion) {
     // A cache holding 10 000 sessions, as after the load bench's rotating-token run.
     let cache = TokenCache::new(true, 100_000, Arc::new(Metrics::new()));
     let session = Arc::new(Session {
-        verified,
+        proof: verified.proof,
         identity,
         rendered: OnceLock::new(),
+        rendered_for: Mutex::new(None),
     });
     for i in 0..10_000 {
         cache.insert(digest(&format!("{token}{i}")), session.clone());
     }
     cache.insert(digest(&token), session.clone());
     let key = digest(&token);
-    let still_valid = |v: &claimgate::verify::Verified| verifier.still_valid(v, now_seconds());
+    let still_valid = |p: &claimgate::verify::Proof| verifier.still_valid(p, now_seconds());
     assert!(cache.get(&key, still_valid).is_some(), "cache hit");
     let mut group = c.benchmark_group("token_cache");
     // What `Proxy::session` does for a repeated token: digest, lookup, exp + key-still-published.
