@@ -25,26 +25,22 @@ fn mongo_sh() -> &'static str {
         .expect("shared/ci/mongo.sh not found; set MONGODB_URI")
 }
 
+/// The integration tests' MongoDB harness, shared so that a server started for `cargo test` is
+/// stopped by its watchdog when the test process ends, never left running.
+#[allow(dead_code)]
+#[path = "../../../tests/common/mongo.rs"]
+mod harness;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 fn mongo_uri() -> &'static str {
     static URI: OnceLock<String> = OnceLock::new();
-    URI.get_or_init(|| {
-        if let Ok(uri) = std::env::var("MONGODB_URI") {
-            return uri;
-        }
-        let out = std::process::Command::new("bash")
-            .args([mongo_sh(), "start"])
-            .output()
-            .expect("run mongo.sh");
-        assert!(
-            out.status.success(),
-            "mongo.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        line.strip_prefix("MONGODB_URI=")
-            .unwrap_or_else(|| panic!("unexpected mongo.sh output {line:?}"))
-            .to_owned()
-    })
+    URI.get_or_init(harness::MongoServer::shared_uri)
 }
 
 /// Logs show up with a failing test (or --nocapture); RUST_LOG refines them.
