@@ -10,6 +10,9 @@
 #   claimgate-rotating     wrk -> claimgate (cache on) -> upstream; 10 000 distinct tokens round-robin
 #   claimgate-one-token    wrk -> claimgate (cache on); one token repeated
 #   claimgate-no-cache     wrk -> claimgate (verified_token_cache.enabled: false); 10 000 tokens
+#   claimgate-user-data    as claimgate-rotating, plus custom user data from MongoDB (one document
+#                          per token, all cached after the warm-up), a `%%user.custom_data.roles`
+#                          header and an `allow_when` rule on `canRead`
 # Every row runs REPEAT times, rounds interleaved, and the table shows medians. Each claimgate run
 # gets a fresh process, so its peak RSS (VmHWM) is its own. "proxy CPU µs/req" is the proxy's
 # utime+stime (nginx: master + workers) over the measured window divided by the requests served:
@@ -21,7 +24,10 @@
 # worker_processes, matching claimgate's tokio runtime, one worker per core = 2 here),
 # UPSTREAM_WORKERS (1), BASE_PORT (18080), KEEP=1 keeps the work dir, PERF=1 also profiles
 # claimgate (cache off, then cache on) with `perf record` after the table (separate runs, so
-# profiling never skews the table).
+# profiling never skews the table). USER_DATA=0 drops the user-data row (and MongoDB).
+# MEMORY=1 adds the memory run after the table: MEM_TOKENS (100000) distinct tokens, each with
+# its user document, through claimgate with user data for MEM_DURATION seconds (default 120; the
+# target asks for 600), RSS sampled every MEM_SAMPLE seconds.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -34,6 +40,11 @@ PROXY_WORKERS=${PROXY_WORKERS:-2}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
 BASE_PORT=${BASE_PORT:-18080}
 PERF=${PERF:-0}
+USER_DATA=${USER_DATA:-1}
+MEMORY=${MEMORY:-0}
+MEM_TOKENS=${MEM_TOKENS:-100000}
+MEM_DURATION=${MEM_DURATION:-120}
+MEM_SAMPLE=${MEM_SAMPLE:-10}
 ISSUER="https://issuer.bench.example/"
 
 UPSTREAM_PORT=$((BASE_PORT + 1))
@@ -79,9 +90,13 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+MONGO=""
+stop_mongo() { [ -z "$MONGO" ] || CLAIMGATE_MONGO_PIDFILE="$WORK/mongo.pid" bash "$MONGO" stop >/dev/null 2>&1 || true; }
+
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
+  stop_mongo
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   wait 2>/dev/null || true
   if [ "${KEEP:-0}" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
@@ -105,13 +120,26 @@ wait_http() { # URL, expected status, what
   die "$3 did not answer $2 at $1 within 10 s (last: $code)"
 }
 
-# ---------------------------------------------------------------- build and tokens
-log "building claimgate (release) and minting $TOKENS RS256 tokens"
+# ---------------------------------------------------------------- build, MongoDB, tokens
+MINT_COUNT=$TOKENS
+[ "$MEMORY" = 1 ] && [ "$MEM_TOKENS" -gt "$MINT_COUNT" ] && MINT_COUNT=$MEM_TOKENS
+MINT_ARGS=(--out "$WORK" --count "$MINT_COUNT" --issuer "$ISSUER" --ttl 3600)
+if [ "$USER_DATA" = 1 ] || [ "$MEMORY" = 1 ]; then
+  MONGO="$ROOT/../shared/ci/mongo.sh"
+  [ -f "$MONGO" ] || die "no $MONGO (set USER_DATA=0 to skip the user-data row)"
+  MONGO_LINE=$(CLAIMGATE_MONGO_PIDFILE="$WORK/mongo.pid" bash "$MONGO" start) || die "mongo.sh start failed"
+  MONGODB_URI=${MONGO_LINE#MONGODB_URI=}
+  MINT_ARGS+=(--mongo-uri "$MONGODB_URI")
+  log "MongoDB-wire server at $MONGODB_URI"
+fi
+log "building claimgate (release) and minting $MINT_COUNT RS256 tokens"
 (cd "$ROOT" && cargo build --release --quiet --bin claimgate)
-(cd "$ROOT" && cargo bench --quiet --bench mint -- --out "$WORK" --count "$TOKENS" --issuer "$ISSUER" --ttl 3600)
+(cd "$ROOT" && cargo bench --quiet --bench mint -- "${MINT_ARGS[@]}")
 BIN="$TARGET_DIR/release/claimgate"
 [ -x "$BIN" ] || die "no binary at $BIN"
-chmod 644 "$WORK/jwks.json" "$WORK/tokens.txt"
+mv "$WORK/tokens.txt" "$WORK/all-tokens.txt"
+head -n "$TOKENS" "$WORK/all-tokens.txt" >"$WORK/tokens.txt"
+chmod 644 "$WORK/jwks.json" "$WORK/tokens.txt" "$WORK/all-tokens.txt"
 head -n 1 "$WORK/tokens.txt" >"$WORK/one-token.txt"
 ONE_TOKEN=$(cat "$WORK/one-token.txt")
 cp "$ROOT/benches/wrk_tokens.lua" "$WORK/tokens.lua"
@@ -195,12 +223,13 @@ wait_http "http://127.0.0.1:$NGINX_PORT/" 200 "nginx-plain"
 
 # ---------------------------------------------------------------- claimgate
 CLAIMGATE_PID=""
-start_claimgate() { # name, cache enabled (true|false)
-  cat >"$WORK/claimgate-$1.yaml" <<EOF
+start_claimgate() { # name, cache enabled (true|false), user data (true|false)
+  {
+    cat <<EOF
 listen: 127.0.0.1:$CLAIMGATE_PORT
 upstream: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
 admin: {listen: "127.0.0.1:$ADMIN_PORT"}
-verified_token_cache: {enabled: $2, max_entries: 100000}
+verified_token_cache: {enabled: $2, max_entries: ${TOKEN_CACHE_ENTRIES:-100000}}
 providers:
   - name: bench
     issuer: "$ISSUER"
@@ -211,6 +240,27 @@ providers:
       - {name: name}
       - {name: email}
 EOF
+    if [ "${3:-false}" = true ]; then
+      cat <<EOF
+user_data:
+  source: mongodb
+  uri: "$MONGODB_URI"
+  database: bench
+  collection: users
+  user_id_field: user_id
+  required: true
+  cache: {max_entries: 200000, ttl_seconds: 3600}
+forward:
+  user_header: X-Claimgate-User
+  headers:
+    X-User-Id: "%%user.id"
+    X-User-Roles: {from: "%%user.custom_data.roles", encoding: csv}
+rules:
+  - match: {path_prefix: "/"}
+    allow_when: {"%%user.custom_data.canRead": true}
+EOF
+    fi
+  } >"$WORK/claimgate-$1.yaml"
   RUST_LOG=warn "$BIN" --config "$WORK/claimgate-$1.yaml" 2>"$WORK/claimgate-$1.log" &
   CLAIMGATE_PID=$!
   PIDS+=("$CLAIMGATE_PID")
@@ -234,6 +284,7 @@ stop_claimgate() {
 # Each round runs every row once (fresh claimgate per row); rows are interleaved across rounds so
 # that drift in the machine's load hits all of them alike. The table shows per-row medians.
 ROW_NAMES=(upstream-direct nginx-plain claimgate-rotating claimgate-one-token claimgate-no-cache)
+[ "$USER_DATA" = 1 ] && ROW_NAMES+=(claimgate-user-data)
 declare -A RPS P50 P99 CPU RSS NOTE BAD
 REFUSED=0
 
@@ -296,12 +347,30 @@ run_wrk() { # name, round, url, token file, proxy pids ("" for none)
   P99[$name]="${P99[$name]:-} $p99" CPU[$name]="${CPU[$name]:-} $cpu"
 }
 
-run_claimgate() { # name, round, cache (true|false), token file
-  start_claimgate "$1" "$3"
+# The user-data row measures the cached path: load until every user's document is in the cache
+# (the MongoDB-wire server answers a few thousand lookups a second), at most 90 s.
+fill_user_data_cache() { # token file, expected entries
+  local entries=0 deadline=$(($(date +%s) + 90))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d3s --timeout 2s -s "$WORK/tokens.lua" \
+      "http://127.0.0.1:$CLAIMGATE_PORT/" -- "$1" >/dev/null
+    entries=$(metric claimgate_user_data_cache_entries)
+    [ "${entries%.*}" -ge "$2" ] && return 0
+  done
+  die "user data cache holds $entries of $2 documents after 90 s"
+}
+
+run_claimgate() { # name, round, cache (true|false), token file, user data (true|false)
+  start_claimgate "$1" "$3" "${5:-false}"
+  [ "${5:-false}" = true ] && fill_user_data_cache "$4" "$(wc -l <"$4")"
   run_wrk "$1" "$2" "http://127.0.0.1:$CLAIMGATE_PORT/" "$4" "$CLAIMGATE_PID"
   if [ "$3" = true ]; then
     NOTE[$1]=$(awk -v h="$(metric claimgate_token_cache_hits_total)" -v m="$(metric claimgate_token_cache_misses_total)" \
       'BEGIN { t = h + m; printf "cache on, hits %.1f%%", (t > 0 ? 100 * h / t : 0) }')
+    if [ "${5:-false}" = true ]; then
+      NOTE[$1]+=$(awk -v h="$(metric claimgate_user_data_cache_hits_total)" -v m="$(metric claimgate_user_data_cache_misses_total)" \
+        'BEGIN { t = h + m; printf "; user data cache hits %.1f%%", (t > 0 ? 100 * h / t : 0) }')
+    fi
   else
     NOTE[$1]="cache off: every request verifies"
   fi
@@ -316,11 +385,14 @@ for round in $(seq "$REPEAT"); do
   run_claimgate claimgate-rotating "$round" true "$WORK/tokens.txt"
   run_claimgate claimgate-one-token "$round" true "$WORK/one-token.txt"
   run_claimgate claimgate-no-cache "$round" false "$WORK/tokens.txt"
+  if [ "$USER_DATA" = 1 ]; then
+    run_claimgate claimgate-user-data "$round" true "$WORK/tokens.txt" true
+  fi
 done
 
 # ---------------------------------------------------------------- table
-median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "—"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-spread() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'; }
+median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "—"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'; }
 ms() { awk -v x="$1" 'BEGIN { printf "%.2f", x / 1000 }'; }
 
 base_rps=$(median <<<"${RPS[nginx-plain]:-}")
@@ -337,6 +409,7 @@ for name in "${ROW_NAMES[@]}"; do
     echo "| $name | REFUSED | | | | | | | | ${BAD[$name]} |"
     continue
   fi
+  [ -n "${RPS[$name]:-}" ] || continue # REPEAT=0: memory or profile runs only
   rps=$(median <<<"${RPS[$name]}" | xargs printf '%.0f') p50=$(median <<<"${P50[$name]}") p99=$(median <<<"${P99[$name]}")
   ratio="—" delta="—"
   if [ "$base_rps" != "—" ]; then
@@ -368,6 +441,40 @@ perf_stat_row() { # label, url, token file, pids...
     $3 == "context-switches" { cs = $1 } $3 == "cpu-migrations" { mig = $1 } $3 ~ /^task-clock/ { ms = $1 }
     END { n = rps * 10; if (n > 0) printf "| %s | %.0f | %.2f | %.3f | %.1f |\n", label, rps, cs / n, mig / n, ms * 1000 / n }' <<<"$stat"
 }
+# ---------------------------------------------------------------- optional memory run
+# MEM_TOKENS distinct tokens (each user with a document) through claimgate with user data on,
+# so that both caches hold MEM_TOKENS entries; RSS is sampled while the load keeps running.
+if [ "$MEMORY" = 1 ]; then
+  head -n "$MEM_TOKENS" "$WORK/all-tokens.txt" >"$WORK/mem-tokens.txt"
+  TOKEN_CACHE_ENTRIES=$((MEM_TOKENS * 2)) start_claimgate memory true true
+  [ "${MEM_PREFILL:-0}" = 1 ] && fill_user_data_cache "$WORK/mem-tokens.txt" "$MEM_TOKENS"
+  log "memory: $MEM_TOKENS tokens and user documents for ${MEM_DURATION}s, RSS every ${MEM_SAMPLE}s"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${MEM_DURATION}s" --timeout 2s -s "$WORK/tokens.lua" \
+    "http://127.0.0.1:$CLAIMGATE_PORT/" -- "$WORK/mem-tokens.txt" >"$WORK/wrk-memory.txt" &
+  MEM_WRK=$!
+  echo
+  echo "memory run: $MEM_TOKENS distinct RS256 tokens, one cached user document each, ${MEM_DURATION}s of load"
+  echo
+  echo "| t (s) | RSS MiB | verified-token cache entries | user data cache entries |"
+  echo "| ---: | ---: | ---: | ---: |"
+  elapsed=0
+  while kill -0 "$MEM_WRK" 2>/dev/null && [ "$elapsed" -lt "$MEM_DURATION" ]; do
+    sleep "$MEM_SAMPLE"
+    elapsed=$((elapsed + MEM_SAMPLE))
+    rss=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$CLAIMGATE_PID/status")
+    echo "| $elapsed | $rss | $(metric claimgate_token_cache_entries) | $(metric claimgate_user_data_cache_entries) |"
+  done
+  wait "$MEM_WRK" || true
+  line=$(grep '^RESULT ' "$WORK/wrk-memory.txt") || die "memory: wrk printed no RESULT line"
+  echo
+  echo "peak RSS (VmHWM) $(peak_rss "$CLAIMGATE_PID") MiB; wrk: $(sed 's/^RESULT //' <<<"$line")"
+  if ! grep -Eq ' non2xx=0 ' <<<"$line " || ! grep -Eq ' socket_errors=0( |$)' <<<"$line "; then
+    log "ERROR: memory run REFUSED: non-2xx responses or socket errors: $line"
+    REFUSED=1
+  fi
+  stop_claimgate
+fi
+
 if [ "$PERF" = 1 ]; then
   echo
   echo "perf stat over 10 s of the same load (per request; proxy processes only)"

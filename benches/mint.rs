@@ -3,8 +3,10 @@
 //! `cargo bench --bench mint -- --out DIR [--count N] [--issuer URL] [--ttl SECONDS]`
 //!
 //! Writes `DIR/jwks.json` (a fresh RSA-2048 key, kid `load-rsa`) and `DIR/tokens.txt`: N distinct
-//! RS256 tokens (`sub` user-000000 …), one per line, audience `claimgate-bench`. Run without
-//! `--out` (as a plain `cargo bench` does) it does nothing.
+//! RS256 tokens (`sub` user-000000 …), one per line, audience `claimgate-bench`. With
+//! `--mongo-uri URI` it also fills `bench.users` with one custom user data document per token
+//! (`user_id`, `name`, `roles`, `canRead`), indexed on `user_id`. Run without `--out` (as a plain
+//! `cargo bench` does) it does nothing.
 
 mod common;
 
@@ -17,6 +19,7 @@ fn main() {
     let mut count = 10_000usize;
     let mut issuer = "https://issuer.bench.example/".to_owned();
     let mut ttl = 3_600u64;
+    let mut mongo_uri: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -28,6 +31,7 @@ fn main() {
             "--count" => count = value("--count").parse().expect("--count N"),
             "--issuer" => issuer = value("--issuer"),
             "--ttl" => ttl = value("--ttl").parse().expect("--ttl SECONDS"),
+            "--mongo-uri" => mongo_uri = Some(value("--mongo-uri")),
             // cargo passes `--bench`; criterion-style filters are not ours to handle.
             _ => {}
         }
@@ -67,6 +71,9 @@ fn main() {
         writeln!(file, "{token}").expect("write token");
     }
     file.flush().expect("flush tokens");
+    if let Some(uri) = mongo_uri {
+        insert_users(&uri, count);
+    }
     eprintln!(
         "mint: {} tokens ({} bytes each) and jwks.json in {} ({:.1} s)",
         tokens.len(),
@@ -74,4 +81,39 @@ fn main() {
         out.display(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The documents claimgate's `user_data` reads in the load bench's user-data rows.
+fn insert_users(uri: &str, count: usize) {
+    use mongodb::bson::doc;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let client = mongodb::Client::with_uri_str(uri)
+            .await
+            .expect("--mongo-uri");
+        let users = client
+            .database("bench")
+            .collection::<mongodb::bson::Document>("users");
+        users.drop().await.expect("drop bench.users");
+        let index = mongodb::IndexModel::builder()
+            .keys(doc! { "user_id": 1 })
+            .build();
+        users.create_index(index).await.expect("index on user_id");
+        let ids: Vec<usize> = (0..count).collect();
+        for chunk in ids.chunks(1_000) {
+            let docs = chunk.iter().map(|i| {
+                doc! {
+                    "user_id": format!("user-{i:06}"),
+                    "name": format!("User {i}"),
+                    "roles": ["reader", "bench"],
+                    "canRead": true,
+                }
+            });
+            users.insert_many(docs).await.expect("insert users");
+        }
+    });
+    eprintln!("mint: {count} user documents in bench.users");
 }
