@@ -97,6 +97,8 @@ impl App {
             Some(cfg) => Some(Userinfo::compile(cfg, has_user_data)?),
             None => None,
         };
+        let keep_mapped_data =
+            policy.needs_mapped_data() || headers.needs_mapped_data || userinfo.is_some();
         let token_cache = TokenCache::new(
             config.verified_token_cache.enabled,
             config.verified_token_cache.max_entries,
@@ -111,6 +113,7 @@ impl App {
             user_data,
             policy,
             keep_claims,
+            keep_mapped_data,
             userinfo,
             metrics: metrics.clone(),
         });

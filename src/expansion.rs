@@ -86,6 +86,11 @@ impl Expansion {
         matches!(self, Expansion::Token(_))
     }
 
+    /// `%%user.data`: the mapped metadata fields, which cached sessions drop unless read later.
+    pub fn needs_mapped_data(&self) -> bool {
+        matches!(self, Expansion::UserData(_))
+    }
+
     pub fn needs_user_data(&self) -> bool {
         matches!(self, Expansion::CustomData(_) | Expansion::Permissions)
     }

@@ -29,6 +29,8 @@ pub struct HeaderPlan {
     pub needs_user_data: bool,
     /// Whether a per-request rendering reads `%%token`.
     pub needs_claims: bool,
+    /// Whether a per-request rendering reads `%%user.data` (the user header always does).
+    pub needs_mapped_data: bool,
     /// `Some(limit)` when user data is configured: the user header carries `custom_data` up to
     /// this many bytes of JSON.
     custom_data_limit: Option<usize>,
@@ -90,12 +92,16 @@ impl HeaderPlan {
         let needs_user_data = user_data
             && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_user_data()));
         let needs_claims = needs_user_data && mappings.iter().any(|m| m.expansion.needs_claims());
+        // The user header carries `data`; it is rendered per request when it depends on user data.
+        let needs_mapped_data = needs_user_data
+            && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_mapped_data()));
         Ok(Self {
             mappings,
             user_header,
             strip,
             pass_authorization: forward.pass_authorization,
             needs_claims,
+            needs_mapped_data,
             needs_user_data,
             custom_data_limit,
             oversize,

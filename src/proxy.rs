@@ -36,6 +36,9 @@ pub struct Proxy {
     /// Whether anything reads `%%token` after the first request of a token (rules, or headers
     /// rendered per request); if not, cached sessions drop the claims.
     pub keep_claims: bool,
+    /// Likewise for the mapped metadata fields (`%%user.data`): rules, /userinfo, or headers
+    /// rendered per request may read them; the token-only headers are rendered before the drop.
+    pub keep_mapped_data: bool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -225,6 +228,9 @@ impl Proxy {
         }
         if !self.keep_claims {
             identity.token = Arc::default();
+        }
+        if !self.keep_mapped_data {
+            identity.data = serde_json::Map::new();
         }
         let session = Arc::new(Session {
             proof: verified.proof,

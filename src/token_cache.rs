@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Session {
     pub proof: Proof,
-    /// `identity.token` is empty unless something reads claims per request (see
-    /// `Proxy::keep_claims`): claims are most of a session's size.
+    /// `identity.token` and `identity.data` are empty unless something reads them per request
+    /// (see `Proxy::keep_claims` and `Proxy::keep_mapped_data`): they are most of a session's size.
     pub identity: Identity,
     /// Identity headers rendered once, when they depend only on the token.
     pub rendered: OnceLock<Rendered>,

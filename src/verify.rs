@@ -39,7 +39,7 @@ pub struct Verified {
 
 /// What a cached verification must still satisfy to be reused; small on purpose, since the
 /// verified-token cache holds one per token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Proof {
     pub provider: usize,
     /// The token's `exp`: no cached use of this verification may outlive it.

@@ -369,3 +369,30 @@ async fn bearer_scheme_is_case_insensitive() {
         assert_alice(&expect_echo(resp).await);
     }
 }
+
+/// Cached sessions drop the mapped fields unless something reads them later: a rule on
+/// `%%user.data` must still see them when the same token comes back (a cache hit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_on_a_mapped_field_holds_for_repeated_tokens() {
+    let key = SigningKey::rsa("rs", Algorithm::RS256);
+    let rule = json!([{"name": "alices", "match": {"path_prefix": "/"},
+        "allow_when": {"%%user.data.name": "Alice"}}]);
+    let env = setup(&[&key], |c| c.set("/rules", rule)).await;
+    let alice = key.sign(&Claims::new());
+    let bob = key.sign(
+        &Claims::new()
+            .set("sub", "bob")
+            .set("user", json!({"name": "Bob"})),
+    );
+    for _ in 0..2 {
+        assert_alice(&expect_echo(env.proxy.get_with_token("/x", &alice).await).await);
+        let denied = env.proxy.get_with_token("/x", &bob).await;
+        assert_eq!(denied.status(), 403);
+    }
+    let hits = metric(
+        &env.proxy.metrics().await,
+        "claimgate_token_cache_hits_total",
+        &[],
+    );
+    assert_eq!(hits, Some(2.0), "the second round must come from the cache");
+}

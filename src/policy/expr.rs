@@ -116,9 +116,14 @@ impl Expr {
         self.node.uses(&Expansion::needs_user_data)
     }
 
-    /// Whether the expression reads any verified claim (`%%token`, `%%user.data`).
+    /// Whether the expression reads any verified claim (`%%token`).
     pub fn needs_claims(&self) -> bool {
         self.node.uses(&Expansion::needs_claims)
+    }
+
+    /// Whether the expression reads the mapped metadata fields (`%%user.data`).
+    pub fn needs_mapped_data(&self) -> bool {
+        self.node.uses(&Expansion::needs_mapped_data)
     }
 }
 

@@ -88,6 +88,13 @@ impl Policy {
             .any(|r| r.allow_when.as_ref().is_some_and(Expr::needs_claims))
     }
 
+    /// Whether any rule reads the mapped metadata fields at request time.
+    pub fn needs_mapped_data(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.allow_when.as_ref().is_some_and(Expr::needs_mapped_data))
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }

@@ -1,0 +1,210 @@
+//! Heap bytes per cached entry: where the memory of a proxy holding many tokens and users goes.
+//!
+//! `cargo bench --bench footprint` (a few seconds). A counting global allocator measures the
+//! live heap before and after building N entries of each kind the proxy keeps per token and per
+//! user, so the figures are exact heap sizes (allocator bookkeeping and fragmentation, which RSS
+//! also pays, come on top). `benches/load.sh` with `MEMORY=1` shows the resulting RSS.
+
+mod common;
+
+use claimgate::claims::{Identity, MetadataMapping};
+use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField};
+use claimgate::expansion::Context;
+use claimgate::headers::HeaderPlan;
+use claimgate::metrics::Metrics;
+use claimgate::token_cache::{digest, Session, TokenCache};
+use claimgate::userdata::UserRecord;
+use claimgate::verify::now_seconds;
+use common::{app_for, ISSUER};
+use prometheus_client::metrics::counter::Counter;
+use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const N: usize = 20_000;
+
+/// Live heap bytes per entry that `build` leaves behind in what it returns.
+fn per_entry<T>(label: &str, build: impl FnOnce() -> T) -> (T, f64) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let kept = build();
+    let bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / N as f64;
+    println!("| {label} | {bytes:.0} |");
+    (kept, bytes)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` asks every bench for its names
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    let signer = common::hs256();
+    let app = app_for(&signer, "HS256");
+    let verifier = &app.proxy.verifier;
+    // What the load bench's provider maps.
+    let fields = ["name", "email"].map(|name| MetadataField {
+        name: name.into(),
+        field_name: None,
+        required: false,
+    });
+    let mapping = MetadataMapping::compile(&fields, "providers[0]").expect("mapping");
+    let default_plan =
+        HeaderPlan::compile(&ForwardConfig::default(), None, Counter::default()).expect("plan");
+    let mut with_roles = ForwardConfig::default();
+    with_roles.headers.insert(
+        "X-User-Roles".into(),
+        HeaderMapping::Short("%%user.custom_data.roles".into()),
+    );
+    let user_plan =
+        HeaderPlan::compile(&with_roles, Some(8 * 1024), Counter::default()).expect("plan");
+    let now = now_seconds();
+    let tokens: Vec<String> = (0..N).map(|i| signer.mint(ISSUER, i, now, 3_600)).collect();
+    let provider: Arc<str> = Arc::from("bench");
+    let verified: Vec<_> = tokens
+        .iter()
+        .map(|t| rt.block_on(verifier.verify(t)).expect("verifies"))
+        .collect();
+
+    println!("heap bytes per entry, {N} entries of each (counting allocator)\n");
+    println!("| kept per token or per user | bytes |");
+    println!("| --- | ---: |");
+    let session = |v: &claimgate::verify::Verified, keep_mapped_data: bool| {
+        let mut identity = Identity {
+            id: v.user_id.clone(),
+            provider: provider.clone(),
+            data: mapping.map(&v.claims).expect("maps"),
+            token: Arc::default(),
+        };
+        let rendered = OnceLock::new();
+        let ctx = Context {
+            identity: &identity,
+            custom_data: None,
+            permissions: None,
+            request: None,
+        };
+        let _ = rendered.set(default_plan.render(&ctx).expect("renders"));
+        if !keep_mapped_data {
+            identity.data = serde_json::Map::new();
+        }
+        Arc::new(Session {
+            proof: v.proof.clone(),
+            identity,
+            rendered,
+            rendered_for: Mutex::new(None),
+        })
+    };
+    let (lean, lean_bytes) = per_entry(
+        "token: session as cached without user data (proof, id, rendered X-User-Id + X-Claimgate-User)",
+        || verified.iter().map(|v| session(v, false)).collect::<Vec<_>>(),
+    );
+    drop(lean);
+    let (sessions, session_bytes) = per_entry(
+        "token: session that keeps its 2 mapped fields (user header rendered per user document)",
+        || {
+            verified
+                .iter()
+                .map(|v| session(v, true))
+                .collect::<Vec<_>>()
+        },
+    );
+    let (token_cache, token_cache_bytes) = per_entry(
+        "token: verified-token cache entry (moka, SHA-256 key, expiry at exp)",
+        || {
+            let cache = TokenCache::new(true, 2 * N as u64, Arc::new(Metrics::new()));
+            for (token, session) in tokens.iter().zip(&sessions) {
+                cache.insert(digest(token), session.clone());
+            }
+            assert_eq!(cache.entry_count(), N as u64);
+            cache
+        },
+    );
+    let (records, record_bytes) = per_entry(
+        "user: document as JSON (_id, user_id, name, roles[2], canRead) in a UserRecord",
+        || {
+            (0..N)
+                .map(|i| {
+                    Arc::new(UserRecord {
+                        document: Some(json!({
+                            "_id": format!("{i:024x}"),
+                            "user_id": format!("user-{i:06}"),
+                            "name": format!("User {i}"),
+                            "roles": ["reader", "bench"],
+                            "canRead": true,
+                        })),
+                        permissions: None,
+                        blocked: false,
+                        expires_at: None,
+                    })
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    let (user_cache, user_cache_bytes) = per_entry(
+        "user: user data cache entries (moka: by user id, and _id → user id for deletes)",
+        || {
+            let by_user = moka::sync::Cache::new(2 * N as u64);
+            let by_doc_id = moka::sync::Cache::new(2 * N as u64);
+            for (i, record) in records.iter().enumerate() {
+                by_user.insert(format!("user-{i:06}"), record.clone());
+                by_doc_id.insert(format!("{i:024x}"), format!("user-{i:06}"));
+            }
+            by_user.run_pending_tasks();
+            by_doc_id.run_pending_tasks();
+            (by_user, by_doc_id)
+        },
+    );
+    let (_, rendered_bytes) = per_entry(
+        "token: headers rendered with the user's document (X-Claimgate-User carries custom_data)",
+        || {
+            for (session, record) in sessions.iter().zip(&records) {
+                let ctx = Context {
+                    identity: &session.identity,
+                    custom_data: record.document.as_ref(),
+                    permissions: None,
+                    request: None,
+                };
+                let rendered = Arc::new(user_plan.render(&ctx).expect("renders"));
+                TokenCache::remember_rendered(session, record, rendered);
+            }
+        },
+    );
+    let without_user_data = lean_bytes + token_cache_bytes;
+    let with_user_data =
+        session_bytes + token_cache_bytes + record_bytes + user_cache_bytes + rendered_bytes;
+    let mib = |bytes: f64| bytes * 100_000.0 / 1_048_576.0;
+    println!(
+        "\nper token without user data {without_user_data:.0} B (100 000 tokens: {:.1} MiB); \
+         per token + user with user data {with_user_data:.0} B (100 000 of each: {:.1} MiB)",
+        mib(without_user_data),
+        mib(with_user_data)
+    );
+    drop((token_cache, user_cache, sessions, records));
+}
