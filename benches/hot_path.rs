@@ -1,7 +1,7 @@
 //! Criterion benches of claimgate's per-request hot path, each next to the crypto primitive it
 //! wraps. Group and function names are stable: results are compared across commits by them.
 //!
-//! Run: `cargo bench --bench hot_path` (about 2 minutes; filter with e.g. `-- verify_RS256`).
+//! Run: `cargo bench --bench hot_path` (about 5 minutes; filter with e.g. `-- verify_RS256`).
 //!
 //! `Verifier::verify` is async (an unknown `kid` may refetch the JWKS), so it is driven by a
 //! current-thread tokio runtime through criterion's `to_async`. Criterion runs the whole timed
@@ -12,16 +12,17 @@ mod common;
 
 use aws_lc_rs::{hmac, signature};
 use claimgate::claims::{Identity, MetadataMapping};
-use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField};
-use claimgate::expansion::Context;
+use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField, RuleConfig};
+use claimgate::expansion::{Context, RequestFacts};
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
+use claimgate::policy::Policy;
 use claimgate::token_cache::{digest, Session, TokenCache};
 use claimgate::verify::now_seconds;
 use common::{app_for, split, ISSUER};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use prometheus_client::metrics::counter::Counter;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -304,6 +305,59 @@ fn bench_request_parts(c: &mut Criterion) {
     group.finish();
 }
 
+/// Route lookup (first match wins over the contract's rules) and `allow_when` evaluation.
+fn bench_rules(c: &mut Criterion) {
+    let rules: Vec<RuleConfig> = serde_json::from_value(json!([
+        {"match": {"path_prefix": "/public", "methods": ["GET"]}, "auth": "none"},
+        {"name": "admins", "match": {"path_prefix": "/admin"},
+         "allow_when": {"%%user.custom_data.roles": {"%in": ["admin"]}}},
+        {"name": "staff-readers", "match": {"path_prefix": "/reports"},
+         "allow_when": {"%and": [
+             {"%%user.custom_data.canRead": true},
+             {"%%user.custom_data.userGroup": {"%in": ["staff", "ops"]}},
+             {"%%request.method": {"%in": ["GET", "HEAD"]}},
+             {"%not": {"%%user.custom_data.blocked": true}}]}},
+        {"match": {"path_prefix": "/"}, "allow_when": {"%%user.custom_data.canRead": true}},
+    ]))
+    .expect("rules deserialize");
+    let policy = Policy::compile(&rules, true).expect("rules compile");
+    let identity = Identity {
+        id: "ann".into(),
+        provider: Arc::from("bench"),
+        data: Map::new(),
+        token: Arc::default(),
+    };
+    let document = json!({"user_id": "ann", "roles": ["reader", "admin"], "canRead": true,
+        "userGroup": "ops", "name": "Ann"});
+    let ctx = |method| Context {
+        identity: &identity,
+        custom_data: Some(&document),
+        permissions: None,
+        request: Some(RequestFacts {
+            method,
+            path: "/reports/2026",
+            remote_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        }),
+    };
+    let get = http::Method::GET;
+    let route = |path| policy.route(&get, path).expect("a rule matches");
+    route("/admin/users")
+        .check(&ctx("GET"))
+        .expect("admin allowed");
+    route("/reports/2026")
+        .check(&ctx("GET"))
+        .expect("staff reader allowed");
+    assert!(route("/reports/2026").check(&ctx("POST")).is_err());
+    let mut group = c.benchmark_group("rules");
+    group.bench_function("route_and_check_in", |b| {
+        b.iter(|| route(black_box("/admin/users")).check(black_box(&ctx("GET"))))
+    });
+    group.bench_function("route_and_check_and_of_4", |b| {
+        b.iter(|| route(black_box("/reports/2026")).check(black_box(&ctx("GET"))))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // Two noisy shared cores: short windows, more tolerance before calling a change.
@@ -312,6 +366,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3))
         .sample_size(40)
         .noise_threshold(0.05);
-    targets = bench_verify, bench_rs256_backends, bench_request_parts
+    targets = bench_verify, bench_rs256_backends, bench_request_parts, bench_rules
 }
 criterion_main!(benches);
