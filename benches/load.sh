@@ -10,6 +10,8 @@
 #   claimgate-rotating     wrk -> claimgate (cache on) -> upstream; 10 000 distinct tokens round-robin
 #   claimgate-one-token    wrk -> claimgate (cache on); one token repeated
 #   claimgate-no-cache     wrk -> claimgate (verified_token_cache.enabled: false); 10 000 tokens
+#   claimgate-auth-none    claimgate as a plain proxy (one rule, `auth: none`): its HTTP engine
+#                          (hyper + tokio) without any token work, to split the cost
 #   claimgate-user-data    as claimgate-rotating, plus custom user data from MongoDB (one document
 #                          per token, all cached after the warm-up), a `%%user.custom_data.roles`
 #                          header and an `allow_when` rule on `canRead`
@@ -19,7 +21,7 @@
 # on a shared 2-core box it is steadier than req/s. A row with any non-2xx response or socket
 # error is REFUSED: printed as an error, not reported, and the script exits 1.
 #
-# Knobs (environment): DURATION (s per run, default 10), WARMUP (s, 2), REPEAT (3),
+# Knobs (environment): DURATION (s per run, default 8), WARMUP (s, 2), REPEAT (3),
 # CONNECTIONS (64), THREADS (2), TOKENS (10000), PROXY_WORKERS (2: nginx-plain
 # worker_processes, matching claimgate's tokio runtime, one worker per core = 2 here),
 # UPSTREAM_WORKERS (1), BASE_PORT (18080), KEEP=1 keeps the work dir, PERF=1 also profiles
@@ -30,7 +32,7 @@
 # target asks for 600), RSS sampled every MEM_SAMPLE seconds.
 set -euo pipefail
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 REPEAT=${REPEAT:-3}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -223,7 +225,7 @@ wait_http "http://127.0.0.1:$NGINX_PORT/" 200 "nginx-plain"
 
 # ---------------------------------------------------------------- claimgate
 CLAIMGATE_PID=""
-start_claimgate() { # name, cache enabled (true|false), user data (true|false)
+start_claimgate() { # name, cache enabled (true|false), user data (true|false|auth-none)
   {
     cat <<EOF
 listen: 127.0.0.1:$CLAIMGATE_PORT
@@ -240,6 +242,9 @@ providers:
       - {name: name}
       - {name: email}
 EOF
+    if [ "${3:-false}" = auth-none ]; then
+      echo 'rules: [{match: {path_prefix: "/"}, auth: none}]'
+    fi
     if [ "${3:-false}" = true ]; then
       cat <<EOF
 user_data:
@@ -283,7 +288,7 @@ stop_claimgate() {
 # ---------------------------------------------------------------- rows
 # Each round runs every row once (fresh claimgate per row); rows are interleaved across rounds so
 # that drift in the machine's load hits all of them alike. The table shows per-row medians.
-ROW_NAMES=(upstream-direct nginx-plain claimgate-rotating claimgate-one-token claimgate-no-cache)
+ROW_NAMES=(upstream-direct nginx-plain claimgate-auth-none claimgate-rotating claimgate-one-token claimgate-no-cache)
 [ "$USER_DATA" = 1 ] && ROW_NAMES+=(claimgate-user-data)
 declare -A RPS P50 P99 CPU RSS NOTE BAD
 REFUSED=0
@@ -367,7 +372,9 @@ run_claimgate() { # name, round, cache (true|false), token file, user data (true
   if [ "$3" = true ]; then
     NOTE[$1]=$(awk -v h="$(metric claimgate_token_cache_hits_total)" -v m="$(metric claimgate_token_cache_misses_total)" \
       'BEGIN { t = h + m; printf "cache on, hits %.1f%%", (t > 0 ? 100 * h / t : 0) }')
-    if [ "${5:-false}" = true ]; then
+    if [ "${5:-false}" = auth-none ]; then
+      NOTE[$1]="plain proxy: no token work at all"
+    elif [ "${5:-false}" = true ]; then
       NOTE[$1]+=$(awk -v h="$(metric claimgate_user_data_cache_hits_total)" -v m="$(metric claimgate_user_data_cache_misses_total)" \
         'BEGIN { t = h + m; printf "; user data cache hits %.1f%%", (t > 0 ? 100 * h / t : 0) }')
     fi
@@ -382,6 +389,7 @@ NOTE[nginx-plain]="nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), $PROXY_WORKE
 for round in $(seq "$REPEAT"); do
   run_wrk upstream-direct "$round" "http://127.0.0.1:$UPSTREAM_PORT/" "$WORK/tokens.txt" ""
   run_wrk nginx-plain "$round" "http://127.0.0.1:$NGINX_PORT/" "$WORK/tokens.txt" "$NGINX_PROXY_PID"
+  run_claimgate claimgate-auth-none "$round" true "$WORK/tokens.txt" auth-none
   run_claimgate claimgate-rotating "$round" true "$WORK/tokens.txt"
   run_claimgate claimgate-one-token "$round" true "$WORK/one-token.txt"
   run_claimgate claimgate-no-cache "$round" false "$WORK/tokens.txt"
