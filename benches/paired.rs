@@ -135,21 +135,7 @@ fn main() {
             );
             continue;
         }
-        let key = match *alg {
-            "RS256" => signature::RsaPublicKeyComponents {
-                n: &signer.rsa_n,
-                e: &signer.rsa_e,
-            }
-            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
-            .expect("RSA key"),
-            "ES256" => signature::ParsedPublicKey::new(
-                &signature::ECDSA_P256_SHA256_FIXED,
-                &signer.public_raw,
-            )
-            .expect("EC key"),
-            _ => signature::ParsedPublicKey::new(&signature::ED25519, &signer.public_raw)
-                .expect("Ed25519 key"),
-        };
+        let key = signer.parsed_public_key();
         let primitive = |n: u32| {
             for _ in 0..n {
                 black_box(key.verify_sig(black_box(message), black_box(&sig)).is_ok());

@@ -8,6 +8,7 @@
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
@@ -119,6 +120,28 @@ pub fn hs256() -> Signer {
 }
 
 impl Signer {
+    /// The raw aws-lc-rs public key of an asymmetric signer: what the primitive benches verify with.
+    pub fn parsed_public_key(&self) -> signature::ParsedPublicKey {
+        match self.alg {
+            Algorithm::RS256 => signature::RsaPublicKeyComponents {
+                n: &self.rsa_n,
+                e: &self.rsa_e,
+            }
+            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+            .expect("RSA key"),
+            Algorithm::ES256 => signature::ParsedPublicKey::new(
+                &signature::ECDSA_P256_SHA256_FIXED,
+                &self.public_raw,
+            )
+            .expect("EC key"),
+            Algorithm::EdDSA => {
+                signature::ParsedPublicKey::new(&signature::ED25519, &self.public_raw)
+                    .expect("Ed25519 key")
+            }
+            other => panic!("no raw public key for {other:?}"),
+        }
+    }
+
     pub fn jwks(&self) -> String {
         json!({ "keys": [self.jwk.clone().expect("asymmetric key")] }).to_string()
     }
