@@ -24,6 +24,11 @@ async fn setup(keys: &[&SigningKey], config: impl FnOnce(TestConfig) -> TestConf
     }
 }
 
+/// A 401 with this reason code for `token` on `/`.
+async fn rejected(env: &Env, token: &str, reason: &str) {
+    expect_reject(env.proxy.get_with_token("/", token).await, 401, reason).await;
+}
+
 struct Env {
     upstream: EchoUpstream,
     _jwks: JwksServer,
@@ -109,12 +114,7 @@ async fn expired_and_not_yet_valid_tokens_are_rejected_beyond_skew() {
     let key = SigningKey::es256("ec");
     let env = setup(&[&key], |c| c).await;
     let expired = key.sign(&Claims::new().exp_in(-120));
-    expect_reject(
-        env.proxy.get_with_token("/", &expired).await,
-        401,
-        "token_expired",
-    )
-    .await;
+    rejected(&env, &expired, "token_expired").await;
     let early = key.sign(&Claims::new().nbf_in(300));
     let resp = env.proxy.get_with_token("/", &early).await;
     expect_reject(resp, 401, "token_not_yet_valid").await;
@@ -135,12 +135,7 @@ async fn wrong_issuer_is_rejected() {
     let key = SigningKey::es256("ec");
     let env = setup(&[&key], |c| c).await;
     let token = key.sign(&Claims::new().set("iss", "https://evil.test"));
-    expect_reject(
-        env.proxy.get_with_token("/", &token).await,
-        401,
-        "issuer_unknown",
-    )
-    .await;
+    rejected(&env, &token, "issuer_unknown").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,12 +192,7 @@ async fn tampered_payload_fails_signature_check() {
     let env = setup(&[&key], |c| c).await;
     let token = key.sign(&Claims::new());
     let forged = tamper_payload(&token, &Claims::new().set("sub", "admin").to_value());
-    expect_reject(
-        env.proxy.get_with_token("/", &forged).await,
-        401,
-        "bad_signature",
-    )
-    .await;
+    rejected(&env, &forged, "bad_signature").await;
     assert!(env.upstream.requests().is_empty());
 }
 
@@ -211,12 +201,7 @@ async fn alg_none_is_rejected() {
     let key = SigningKey::rsa("rs", Algorithm::RS256);
     let env = setup(&[&key], |c| c).await;
     let token = unsigned_token(&Claims::new());
-    expect_reject(
-        env.proxy.get_with_token("/", &token).await,
-        401,
-        "alg_not_allowed",
-    )
-    .await;
+    rejected(&env, &token, "alg_not_allowed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,12 +255,7 @@ async fn unknown_crit_header_is_rejected() {
     header["crit"] = json!(["urn:example:must-understand"]);
     header["urn:example:must-understand"] = json!(true);
     let token = key.sign_raw(&header, &Claims::new().to_value());
-    expect_reject(
-        env.proxy.get_with_token("/", &token).await,
-        401,
-        "crit_unsupported",
-    )
-    .await;
+    rejected(&env, &token, "crit_unsupported").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,12 +264,7 @@ async fn oversized_token_is_refused() {
     let env = setup(&[&key], |c| c.set("/max_token_bytes", 1024)).await;
     let token = key.sign(&Claims::new().set("padding", "x".repeat(2000)));
     assert!(token.len() > 1024);
-    expect_reject(
-        env.proxy.get_with_token("/", &token).await,
-        401,
-        "token_too_large",
-    )
-    .await;
+    rejected(&env, &token, "token_too_large").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,12 +282,7 @@ async fn missing_required_metadata_field_is_rejected() {
     let key = SigningKey::es256("ec");
     let env = setup(&[&key], |c| c).await;
     let token = key.sign(&Claims::new().remove("user"));
-    expect_reject(
-        env.proxy.get_with_token("/", &token).await,
-        401,
-        "claim_missing",
-    )
-    .await;
+    rejected(&env, &token, "claim_missing").await;
     // Optional fields may be absent.
     let token = key.sign(&Claims::new().remove("email").remove("groups"));
     let echo = expect_echo(env.proxy.get_with_token("/", &token).await).await;
@@ -330,12 +300,7 @@ async fn accepted_token_is_rejected_once_it_expires() {
     expect_echo(env.proxy.get_with_token("/", &token).await).await;
     expect_echo(env.proxy.get_with_token("/", &token).await).await;
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
-    expect_reject(
-        env.proxy.get_with_token("/", &token).await,
-        401,
-        "token_expired",
-    )
-    .await;
+    rejected(&env, &token, "token_expired").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,12 +310,7 @@ async fn algorithm_outside_the_allow_list_is_rejected() {
     let usable = SigningKey::es256("p256");
     let env = setup(&[&usable, &key], |c| c).await;
     let token = key.sign(&Claims::new());
-    expect_reject(
-        env.proxy.get_with_token("/", &token).await,
-        401,
-        "alg_not_allowed",
-    )
-    .await;
+    rejected(&env, &token, "alg_not_allowed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
