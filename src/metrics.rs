@@ -138,41 +138,46 @@ impl Metrics {
             "Entries in the user data cache",
             u.cache_entries.clone(),
         );
-        registry.register(
-            "user_data_cache_hits",
-            "User data cache hits",
-            u.cache_hits.clone(),
-        );
-        registry.register(
-            "user_data_cache_misses",
-            "User data cache misses",
-            u.cache_misses.clone(),
-        );
-        registry.register(
-            "user_data_stale_serves",
-            "Requests served from cached user data while the source was unreachable",
-            u.stale_serves.clone(),
-        );
-        registry.register(
-            "user_data_lookup_errors",
-            "Failed user data lookups",
-            u.lookup_errors.clone(),
-        );
-        registry.register(
-            "user_data_change_events",
-            "Change stream events applied to the user data cache",
-            u.change_events.clone(),
-        );
-        registry.register(
-            "user_data_users_created",
-            "Documents inserted by on_user_creation",
-            u.users_created.clone(),
-        );
-        registry.register(
-            "user_data_custom_data_oversize",
-            "User headers sent without custom_data because it exceeded custom_data_max_bytes",
-            u.custom_data_oversize.clone(),
-        );
+        let counters = [
+            (
+                "user_data_cache_hits",
+                "User data cache hits",
+                &u.cache_hits,
+            ),
+            (
+                "user_data_cache_misses",
+                "User data cache misses",
+                &u.cache_misses,
+            ),
+            (
+                "user_data_stale_serves",
+                "Requests served from cached user data while the source was unreachable",
+                &u.stale_serves,
+            ),
+            (
+                "user_data_lookup_errors",
+                "Failed user data lookups",
+                &u.lookup_errors,
+            ),
+            (
+                "user_data_change_events",
+                "Change stream events applied to the user data cache",
+                &u.change_events,
+            ),
+            (
+                "user_data_users_created",
+                "Documents inserted by on_user_creation",
+                &u.users_created,
+            ),
+            (
+                "user_data_custom_data_oversize",
+                "User headers sent without custom_data because it exceeded custom_data_max_bytes",
+                &u.custom_data_oversize,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         Self {
             registry,
             outcomes,
