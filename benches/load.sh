@@ -29,7 +29,8 @@
 # profiling never skews the table). USER_DATA=0 drops the user-data row (and MongoDB).
 # MEMORY=1 adds the memory run after the table: MEM_TOKENS (100000) distinct tokens, each with
 # its user document, through claimgate with user data for MEM_DURATION seconds (default 120; the
-# target asks for 600), RSS sampled every MEM_SAMPLE seconds.
+# target asks for 600), RSS sampled every MEM_SAMPLE seconds; MEM_PREFILL=1 first fills the user
+# data cache. Both optional runs live in load_memory.sh and load_perf.sh.
 set -euo pipefail
 
 DURATION=${DURATION:-8}
@@ -428,91 +429,11 @@ for name in "${ROW_NAMES[@]}"; do
     "$ratio" "$(ms "$p50")" "$(ms "$p99")" "$delta" "$(median <<<"${CPU[$name]}")" "${RSS[$name]:-—}" "${NOTE[$name]}"
 done
 
-# ---------------------------------------------------------------- optional profile
-# Separate runs after the table, so profiling never skews it: context switches per request
-# (nginx-plain vs claimgate) with `perf stat`, then where claimgate's CPU goes with `perf record`.
-perf_load() { # url, token file → starts a 12 s wrk in the background, sets WRK_PID and WRK_OUT
-  WRK_OUT="$WORK/perf-wrk-$RANDOM.txt"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d12s --timeout 2s -s "$WORK/tokens.lua" "$1" -- "$2" >"$WRK_OUT" &
-  WRK_PID=$!
-  sleep 1
-}
-perf_stat_row() { # label, url, token file, pids...
-  local label=$1 url=$2 tokens=$3 stat rps pids
-  shift 3
-  pids=$(for p in "$@"; do echo "$p"; ps -o pid= --ppid "$p" || true; done | tr -d ' ' | paste -sd,)
-  perf_load "$url" "$tokens"
-  stat=$(perf stat -x, -e context-switches,cpu-migrations,task-clock -p "$pids" -- sleep 10 2>&1 >/dev/null || true)
-  wait "$WRK_PID" || true
-  rps=$(sed -E -n 's/^Requests\/sec: +([0-9.]+).*/\1/p' "$WRK_OUT")
-  awk -F, -v label="$label" -v rps="$rps" '
-    $3 == "context-switches" { cs = $1 } $3 == "cpu-migrations" { mig = $1 } $3 ~ /^task-clock/ { ms = $1 }
-    END { n = rps * 10; if (n > 0) printf "| %s | %.0f | %.2f | %.3f | %.1f |\n", label, rps, cs / n, mig / n, ms * 1000 / n }' <<<"$stat"
-}
-# ---------------------------------------------------------------- optional memory run
-# MEM_TOKENS distinct tokens (each user with a document) through claimgate with user data on,
-# so that both caches hold MEM_TOKENS entries; RSS is sampled while the load keeps running.
-if [ "$MEMORY" = 1 ]; then
-  head -n "$MEM_TOKENS" "$WORK/all-tokens.txt" >"$WORK/mem-tokens.txt"
-  TOKEN_CACHE_ENTRIES=$((MEM_TOKENS * 2)) start_claimgate memory true true
-  [ "${MEM_PREFILL:-0}" = 1 ] && fill_user_data_cache "$WORK/mem-tokens.txt" "$MEM_TOKENS"
-  log "memory: $MEM_TOKENS tokens and user documents for ${MEM_DURATION}s, RSS every ${MEM_SAMPLE}s"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${MEM_DURATION}s" --timeout 2s -s "$WORK/tokens.lua" \
-    "http://127.0.0.1:$CLAIMGATE_PORT/" -- "$WORK/mem-tokens.txt" >"$WORK/wrk-memory.txt" &
-  MEM_WRK=$!
-  echo
-  echo "memory run: $MEM_TOKENS distinct RS256 tokens, one cached user document each, ${MEM_DURATION}s of load"
-  echo
-  echo "| t (s) | RSS MiB | verified-token cache entries | user data cache entries |"
-  echo "| ---: | ---: | ---: | ---: |"
-  elapsed=0
-  while kill -0 "$MEM_WRK" 2>/dev/null && [ "$elapsed" -lt "$MEM_DURATION" ]; do
-    sleep "$MEM_SAMPLE"
-    elapsed=$((elapsed + MEM_SAMPLE))
-    rss=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$CLAIMGATE_PID/status")
-    echo "| $elapsed | $rss | $(metric claimgate_token_cache_entries) | $(metric claimgate_user_data_cache_entries) |"
-  done
-  wait "$MEM_WRK" || true
-  line=$(grep '^RESULT ' "$WORK/wrk-memory.txt") || die "memory: wrk printed no RESULT line"
-  echo
-  echo "peak RSS (VmHWM) $(peak_rss "$CLAIMGATE_PID") MiB; wrk: $(sed 's/^RESULT //' <<<"$line")"
-  if ! grep -Eq ' non2xx=0 ' <<<"$line " || ! grep -Eq ' socket_errors=0( |$)' <<<"$line "; then
-    log "ERROR: memory run REFUSED: non-2xx responses or socket errors: $line"
-    REFUSED=1
-  fi
-  stop_claimgate
-fi
-
-if [ "$PERF" = 1 ]; then
-  echo
-  echo "perf stat over 10 s of the same load (per request; proxy processes only)"
-  echo
-  echo "| proxy | req/s | context switches/req | CPU migrations/req | CPU µs/req |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-  perf_stat_row nginx-plain "http://127.0.0.1:$NGINX_PORT/" "$WORK/tokens.txt" "$NGINX_PROXY_PID"
-  for mode in true false; do
-    start_claimgate "stat-cache-$mode" "$mode"
-    perf_stat_row "claimgate (cache $mode)" "http://127.0.0.1:$CLAIMGATE_PORT/" "$WORK/tokens.txt" "$CLAIMGATE_PID"
-    stop_claimgate
-  done
-  for mode in false true; do
-    start_claimgate "perf-cache-$mode" "$mode"
-    log "perf: profiling claimgate (cache $mode) for 10 s under the same load"
-    perf_load "http://127.0.0.1:$CLAIMGATE_PORT/" "$WORK/tokens.txt"
-    perf record -q -F 499 -o "$WORK/perf-cache-$mode.data" -p "$CLAIMGATE_PID" -- sleep 10 2>/dev/null || log "perf record failed"
-    wait "$WRK_PID" || true
-    echo
-    echo "perf record: claimgate, verified_token_cache.enabled: $mode — CPU by binary, then top symbols by self time"
-    echo '```'
-    perf report -q -g none -i "$WORK/perf-cache-$mode.data" --no-children --sort dso --stdio 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | head -n 4 || true
-    echo
-    perf report -q -g none -i "$WORK/perf-cache-$mode.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | cut -c1-150 | head -n 30 || true
-    echo '```'
-    stop_claimgate
-  done
-fi
+# ---------------------------------------------------------------- optional runs
+# shellcheck source=benches/load_memory.sh
+[ "$MEMORY" = 1 ] && . "$ROOT/benches/load_memory.sh"
+# shellcheck source=benches/load_perf.sh
+[ "$PERF" = 1 ] && . "$ROOT/benches/load_perf.sh"
 
 log "done in $(($(date +%s) - started_at)) s"
 [ "$REFUSED" = 0 ] || exit 1
