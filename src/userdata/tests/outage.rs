@@ -93,7 +93,6 @@ impl Drop for PrivateServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "starts, stops and restarts a MongoDB-wire server of its own (~12 s); run with --ignored"]
 async fn serves_cached_through_a_restart_and_recovers() {
     let port = free_port();
     let (server, uri) = tokio::task::spawn_blocking(move || PrivateServer::start(port, ""))
@@ -190,7 +189,6 @@ async fn serves_cached_through_a_restart_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "starts a standalone MongoDB-wire server of its own (~5 s); run with --ignored"]
 async fn standalone_server_falls_back_to_the_ttl() {
     init_logs();
     let port = free_port();
