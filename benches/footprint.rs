@@ -13,11 +13,11 @@ use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
 use claimgate::token_cache::{digest, Session, TokenCache};
-use claimgate::userdata::UserRecord;
+use claimgate::userdata::{doc_to_json, UserRecord};
 use claimgate::verify::now_seconds;
 use common::{app_for, ISSUER};
+use mongodb::bson::{doc, oid::ObjectId};
 use prometheus_client::metrics::counter::Counter;
-use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -93,7 +93,10 @@ fn main() {
         .map(|t| rt.block_on(verifier.verify(t)).expect("verifies"))
         .collect();
 
-    println!("heap bytes per entry, {N} entries of each (counting allocator)\n");
+    println!(
+        "heap bytes per entry, {N} entries of each (counting allocator); a serde_json::Value is {} bytes\n",
+        std::mem::size_of::<serde_json::Value>()
+    );
     println!("| kept per token or per user | bytes |");
     println!("| --- | ---: |");
     let session = |v: &claimgate::verify::Verified, keep_mapped_data: bool| {
@@ -152,8 +155,9 @@ fn main() {
             (0..N)
                 .map(|i| {
                     Arc::new(UserRecord {
-                        document: Some(json!({
-                            "_id": format!("{i:024x}"),
+                        // Through the same BSON → JSON conversion as documents read from MongoDB.
+                        document: Some(doc_to_json(doc! {
+                            "_id": ObjectId::new(),
                             "user_id": format!("user-{i:06}"),
                             "name": format!("User {i}"),
                             "roles": ["reader", "bench"],

@@ -36,7 +36,7 @@ pub(crate) fn bson_to_json(value: Bson) -> Value {
     }
 }
 
-pub(crate) fn doc_to_json(doc: Document) -> Value {
+pub fn doc_to_json(doc: Document) -> Value {
     Value::Object(
         doc.into_iter()
             .map(|(k, v)| (k, bson_to_json(v)))

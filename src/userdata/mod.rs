@@ -16,6 +16,8 @@ mod tests;
 use crate::config::{KeyError, UserDataConfig, UserDataSource};
 use crate::error::Reject;
 use crate::metrics::UserDataMetrics;
+/// How a MongoDB document becomes the JSON that rules, headers and /userinfo read.
+pub use convert::doc_to_json;
 use convert::Fields;
 use file::FileSource;
 use mongo::{MongoSource, Settings};
