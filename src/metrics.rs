@@ -47,6 +47,8 @@ pub struct UserDataMetrics {
     pub cache_entries: Gauge,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    /// Hits / lookups since start, computed when metrics are scraped.
+    pub cache_hit_ratio: Gauge<f64, AtomicU64>,
     /// Requests served from cache while the source was unreachable.
     pub stale_serves: Counter,
     pub lookup_errors: Counter,
@@ -138,6 +140,11 @@ impl Metrics {
             "Entries in the user data cache",
             u.cache_entries.clone(),
         );
+        registry.register(
+            "user_data_cache_hit_ratio",
+            "User data cache hits / lookups since start",
+            u.cache_hit_ratio.clone(),
+        );
         let counters = [
             (
                 "user_data_cache_hits",
@@ -214,14 +221,25 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
-        let hits = self.token_cache_hits.get();
-        let lookups = hits + self.token_cache_misses.get();
-        if lookups > 0 {
-            self.token_cache_hit_ratio.set(hits as f64 / lookups as f64);
-        }
+        set_ratio(
+            &self.token_cache_hit_ratio,
+            &self.token_cache_hits,
+            &self.token_cache_misses,
+        );
+        let u = &self.user_data;
+        set_ratio(&u.cache_hit_ratio, &u.cache_hits, &u.cache_misses);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Hits / lookups, left unset until the first lookup.
+fn set_ratio(ratio: &Gauge<f64, AtomicU64>, hits: &Counter, misses: &Counter) {
+    let hits = hits.get();
+    let lookups = hits + misses.get();
+    if lookups > 0 {
+        ratio.set(hits as f64 / lookups as f64);
     }
 }

@@ -62,6 +62,22 @@ async fn custom_data_reaches_forward_headers_and_the_user_header() {
     assert!(!echo.has_header("x-user-group"), "{:?}", echo.headers);
     assert!(!echo.has_header("x-tier"), "{:?}", echo.headers);
     assert_no_custom_fields(&custom_data(&echo));
+
+    // alice twice more: at least the second comes from the cache (a late change event for her
+    // insert may still evict the first). The ratio gauge agrees with the counters.
+    for _ in 0..2 {
+        assert_eq!(env.get_as("alice", "/api").await.status(), 200);
+    }
+    let metrics = env.proxy.metrics().await;
+    let value = |name| metric(&metrics, name, &[]).unwrap_or_else(|| panic!("{name}: {metrics}"));
+    let hits = value("claimgate_user_data_cache_hits_total");
+    let misses = value("claimgate_user_data_cache_misses_total");
+    assert!(hits >= 1.0 && misses >= 2.0, "hits {hits}, misses {misses}");
+    let ratio = value("claimgate_user_data_cache_hit_ratio");
+    assert!(
+        (ratio - hits / (hits + misses)).abs() < 1e-9,
+        "hit ratio {ratio}"
+    );
 }
 
 /// A user without a document has no custom data: `custom_data` is absent, null or `{}`.
