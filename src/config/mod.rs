@@ -4,8 +4,15 @@
 //! keys so a typo is a startup error, never a silently ignored setting.
 
 mod load;
+mod rules;
+mod userdata;
 
 pub use load::{load_file, parse_str, ConfigError, KeyError};
+pub use rules::{AuthMode, RuleConfig, RuleMatch, UserinfoConfig};
+pub use userdata::{
+    OnUnavailable, RolesConfig, UserCreationConfig, UserDataCacheConfig, UserDataConfig,
+    UserDataSource,
+};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -194,165 +201,6 @@ impl Default for TokenCacheConfig {
             max_entries: default_token_cache_entries(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UserDataSource {
-    Mongodb,
-    File,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnavailable {
-    #[default]
-    ServeCached,
-    Deny,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserDataConfig {
-    pub source: UserDataSource,
-    /// `mongodb` only.
-    #[serde(default)]
-    pub uri: Option<String>,
-    #[serde(default)]
-    pub database: Option<String>,
-    #[serde(default)]
-    pub collection: Option<String>,
-    /// `file` only: a JSON or YAML array of user documents, watched for changes.
-    #[serde(default)]
-    pub path: Option<std::path::PathBuf>,
-    #[serde(default = "default_user_id_field")]
-    pub user_id_field: String,
-    /// No document for a verified user → 403 "no user data".
-    #[serde(default)]
-    pub required: bool,
-    #[serde(default)]
-    pub blocked_field: Option<String>,
-    #[serde(default)]
-    pub expiration_field: Option<String>,
-    #[serde(default)]
-    pub on_user_creation: Option<UserCreationConfig>,
-    #[serde(default)]
-    pub cache: UserDataCacheConfig,
-    #[serde(default)]
-    pub on_unavailable: OnUnavailable,
-    #[serde(default)]
-    pub roles: Option<RolesConfig>,
-    /// Largest `custom_data` carried in the user header; larger documents are left out (logged
-    /// and counted), never truncated.
-    #[serde(default = "default_custom_data_max_bytes")]
-    pub custom_data_max_bytes: usize,
-    /// Bound on one lookup against the source.
-    #[serde(default = "default_user_data_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserCreationConfig {
-    pub document: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserDataCacheConfig {
-    #[serde(default = "default_user_cache_entries")]
-    pub max_entries: u64,
-    #[serde(default = "default_user_cache_ttl")]
-    pub ttl_seconds: u64,
-}
-
-impl Default for UserDataCacheConfig {
-    fn default() -> Self {
-        Self {
-            max_entries: default_user_cache_entries(),
-            ttl_seconds: default_user_cache_ttl(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolesConfig {
-    pub collection: String,
-    #[serde(default = "default_role_id_field")]
-    pub id_field: String,
-    #[serde(default = "default_permissions_field")]
-    pub permissions_field: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    None,
-    Optional,
-    #[default]
-    Required,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Used in the 403 description and logs; defaults to `rules[i]`.
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(rename = "match", default)]
-    pub matches: RuleMatch,
-    #[serde(default)]
-    pub auth: AuthMode,
-    /// Atlas JSON expression over `%%user`, `%%token` and `%%request`.
-    #[serde(default)]
-    pub allow_when: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleMatch {
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserinfoConfig {
-    #[serde(default = "default_userinfo_path")]
-    pub path: String,
-    /// Custom data properties (dot paths) and/or `permissions` to include.
-    #[serde(default)]
-    pub properties: Vec<String>,
-}
-
-fn default_user_id_field() -> String {
-    "user_id".to_owned()
-}
-fn default_custom_data_max_bytes() -> usize {
-    8192
-}
-fn default_user_data_timeout_ms() -> u64 {
-    2_000
-}
-fn default_user_cache_entries() -> u64 {
-    100_000
-}
-fn default_user_cache_ttl() -> u64 {
-    300
-}
-fn default_role_id_field() -> String {
-    "roleId".to_owned()
-}
-fn default_permissions_field() -> String {
-    "permissions".to_owned()
-}
-fn default_userinfo_path() -> String {
-    "/.claimgate/userinfo".to_owned()
 }
 
 fn default_listen() -> SocketAddr {
