@@ -154,6 +154,7 @@ pub fn config(
             jwks_max_refresh_seconds: 3600,
             jwks_max_staleness_seconds: 86_400,
             jwks_timeout_ms: 2_000,
+            jwks_max_bytes: 1024 * 1024,
         }],
         forward: Some(forward),
         max_token_bytes: 8192,
@@ -185,5 +186,7 @@ pub fn config(
             path: "/.claimgate/userinfo".into(),
             properties: vec!["roles".into(), "userGroup".into()],
         }),
+        limits: Default::default(),
+        paths: Default::default(),
     }
 }

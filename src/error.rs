@@ -35,8 +35,17 @@ pub enum Reject {
     NoUserData,
     /// The user data source cannot be reached and nothing cached may be served.
     UserDataUnavailable,
-    /// With rules in force, a path with encoded (`%2F`, `%5C`) or backslash separators.
+    /// With rules in force, a path that upstreams could read as a different path than the rules
+    /// would judge (encoded separators, `..;`, trailing dots or whitespace, unwanted `;`).
     BadPath,
+    /// An `Upgrade` other than `websocket` (h2c would open a tunnel past every later decision).
+    BadUpgrade,
+    /// More than one token in the request (two `Authorization` headers, header and cookie...).
+    TokenAmbiguous,
+    /// The client's request could not be read (bad framing of its body).
+    BadRequest,
+    /// A claim holds a value that cannot be passed on unambiguously (a control character).
+    ClaimInvalid(String),
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -65,6 +74,10 @@ impl Reject {
             Reject::NoUserData => "no_user_data",
             Reject::UserDataUnavailable => "user_data_unavailable",
             Reject::BadPath => "bad_path",
+            Reject::BadUpgrade => "bad_upgrade",
+            Reject::TokenAmbiguous => "token_ambiguous",
+            Reject::BadRequest => "bad_request",
+            Reject::ClaimInvalid(_) => "claim_invalid",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
         }
@@ -93,6 +106,10 @@ impl Reject {
         "no_user_data",
         "user_data_unavailable",
         "bad_path",
+        "bad_upgrade",
+        "token_ambiguous",
+        "bad_request",
+        "claim_invalid",
         "upstream_unavailable",
         "upstream_timeout",
     ];
@@ -125,7 +142,17 @@ impl Reject {
             Reject::UserExpired => "user account has expired".into(),
             Reject::NoUserData => "no user data".into(),
             Reject::UserDataUnavailable => "user data is temporarily unavailable".into(),
-            Reject::BadPath => "encoded or backslash path separators are not accepted".into(),
+            Reject::BadPath => {
+                "the path has a spelling that upstreams read differently (encoded or backslash \
+                 separators, path parameters, trailing dot or whitespace in a segment)"
+                    .into()
+            }
+            Reject::BadUpgrade => "only the websocket upgrade is accepted".into(),
+            Reject::TokenAmbiguous => "more than one token in the request".into(),
+            Reject::BadRequest => "the request could not be read".into(),
+            Reject::ClaimInvalid(claim) => {
+                format!("claim {claim} holds a control character")
+            }
             Reject::UpstreamUnavailable => "upstream unavailable".into(),
             Reject::UpstreamTimeout => "upstream timed out".into(),
         }
@@ -140,7 +167,9 @@ impl Reject {
             | Reject::UserBlocked
             | Reject::UserExpired
             | Reject::NoUserData => StatusCode::FORBIDDEN,
-            Reject::BadPath => StatusCode::BAD_REQUEST,
+            Reject::BadPath | Reject::BadUpgrade | Reject::TokenAmbiguous | Reject::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::UNAUTHORIZED,

@@ -41,6 +41,40 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     #[serde(default)]
     pub userinfo: Option<UserinfoConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub paths: PathsConfig,
+}
+
+/// Bounds on what a client may make the proxy hold before a request is admitted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// From accept until a full request head has arrived (also between keep-alive requests).
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Request line plus headers; more is 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+/// How request paths are judged when rules are configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Accept `;` path parameters; rules then judge each segment without its `;...` part.
+    #[serde(default)]
+    pub allow_semicolons: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +147,9 @@ pub struct ProviderConfig {
     pub jwks_max_staleness_seconds: u64,
     #[serde(default = "default_jwks_timeout_ms")]
     pub jwks_timeout_ms: u64,
+    /// JWKS and discovery response bodies larger than this are refused (the last good keys stay).
+    #[serde(default = "default_jwks_max_bytes")]
+    pub jwks_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -244,6 +281,15 @@ fn default_jwks_max_staleness() -> u64 {
 }
 fn default_jwks_timeout_ms() -> u64 {
     5_000
+}
+fn default_jwks_max_bytes() -> usize {
+    1024 * 1024
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
 }
 fn default_token_cache_entries() -> u64 {
     100_000

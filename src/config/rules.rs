@@ -36,6 +36,9 @@ pub struct RuleMatch {
     pub path: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Match the path case-insensitively, for upstreams that route that way (IIS, some Spring).
+    #[serde(default)]
+    pub ignore_case: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

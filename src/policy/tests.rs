@@ -32,6 +32,7 @@ fn rule(
             path_prefix: prefix.map(str::to_owned),
             path: None,
             methods: methods.iter().map(|m| m.to_string()).collect(),
+            ignore_case: false,
         },
         auth,
         allow_when: allow,
@@ -285,6 +286,7 @@ fn match_and_rule_errors_name_their_key() {
             path_prefix: Some("/a".into()),
             path: Some("/a".into()),
             methods: vec![],
+            ignore_case: false,
         },
         ..base()
     };
