@@ -306,7 +306,7 @@ fn bench_rules(c: &mut Criterion) {
         {"match": {"path_prefix": "/"}, "allow_when": {"%%user.custom_data.canRead": true}},
     ]))
     .expect("rules deserialize");
-    let policy = Policy::compile(&rules, true).expect("rules compile");
+    let policy = Policy::compile(&rules, &Default::default(), true).expect("rules compile");
     let identity = Identity {
         id: "ann".into(),
         provider: Arc::from("bench"),

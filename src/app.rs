@@ -91,7 +91,7 @@ impl App {
             metrics.user_data.custom_data_oversize.clone(),
         )?;
         let has_user_data = user_data.is_some();
-        let policy = Policy::compile(&config.rules, has_user_data)?;
+        let policy = Policy::compile(&config.rules, &config.paths, has_user_data)?;
         let keep_claims = policy.needs_claims() || headers.needs_claims;
         let userinfo = match &config.userinfo {
             Some(cfg) => Some(Userinfo::compile(cfg, has_user_data)?),

@@ -1,97 +1,176 @@
-//! Finding the token in a request: the Authorization bearer header, another header, a cookie
-//! or a query parameter, in the configured order.
+//! Finding the token in a request (the Authorization bearer header, another header, a cookie or
+//! a query parameter) and, when it must not reach the upstream, taking it out again.
+//!
+//! A request carries at most one token: two `Authorization` headers, or tokens in two places
+//! (header and cookie, cookie and query...), are refused even when equal, since upstreams that
+//! read another copy than we verified (PHP and CGI take the last header) would act on it.
 
 use crate::config::TokenSource;
 use crate::error::Reject;
-use http::HeaderMap;
+use http::{header, HeaderMap, HeaderValue};
+use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 
-/// Returns the first token found and where it came from.
+/// Returns the one token in the request and where it came from.
 pub fn token<'r>(
     headers: &'r HeaderMap,
     query: Option<&'r str>,
     sources: &'r [TokenSource],
 ) -> Result<(Cow<'r, str>, &'r TokenSource), Reject> {
+    check_single_authorization(headers)?;
+    let mut found = None;
+    let mut take = |token: Cow<'r, str>, source| {
+        if token.is_empty() {
+            return Ok(());
+        }
+        if found.is_some() {
+            return Err(Reject::TokenAmbiguous);
+        }
+        found = Some((token, source));
+        Ok(())
+    };
     for source in sources {
-        let found = match source {
-            TokenSource::Header(name) => from_header(headers, name).map(Cow::Borrowed),
-            TokenSource::Cookie(name) => from_cookie(headers, name).map(Cow::Borrowed),
-            TokenSource::Query(name) => query.and_then(|q| from_query(q, name)),
-        };
-        if let Some(token) = found.filter(|t| !t.is_empty()) {
-            return Ok((token, source));
+        match source {
+            TokenSource::Header(name) => from_header(headers, name)
+                .try_for_each(|token| take(Cow::Borrowed(token), source))?,
+            TokenSource::Cookie(name) => from_cookie(headers, name)
+                .try_for_each(|token| take(Cow::Borrowed(token), source))?,
+            TokenSource::Query(name) => {
+                from_query(query.unwrap_or(""), name).try_for_each(|token| take(token, source))?
+            }
         }
     }
-    Err(Reject::TokenMissing)
+    found.ok_or(Reject::TokenMissing)
 }
 
-fn from_header<'r>(headers: &'r HeaderMap, name: &str) -> Option<&'r str> {
-    let value = headers.get(name)?.to_str().ok()?.trim();
+/// Whatever the route, a second `Authorization` header is never passed on: the upstream could
+/// read the copy that was not verified.
+pub fn check_single_authorization(headers: &HeaderMap) -> Result<(), Reject> {
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Reject::TokenAmbiguous);
+    }
+    Ok(())
+}
+
+/// Removes every place a token may be read from (`pass_authorization: false`): the headers,
+/// the cookies (other cookies stay) and the query parameters (others stay).
+pub fn remove_tokens(headers: &mut HeaderMap, uri: &mut http::Uri, sources: &[TokenSource]) {
+    for source in sources {
+        match source {
+            TokenSource::Header(name) => {
+                headers.remove(name.as_str());
+            }
+            TokenSource::Cookie(name) => remove_cookie(headers, name),
+            TokenSource::Query(name) => remove_query_parameter(uri, name),
+        }
+    }
+}
+
+fn from_header<'r>(headers: &'r HeaderMap, name: &'r str) -> impl Iterator<Item = &'r str> + 'r {
+    let authorization = name.eq_ignore_ascii_case("authorization");
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(move |value| bearer(value.to_str().ok()?.trim(), authorization))
+}
+
+fn bearer(value: &str, authorization: bool) -> Option<&str> {
     // RFC 6750 §2.1: the scheme is case-insensitive. A non-bearer Authorization (e.g. Basic) is
     // not a token at all.
     match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Some(rest.trim()),
-        _ if name.eq_ignore_ascii_case("authorization") => None,
+        _ if authorization => None,
         _ => Some(value),
     }
 }
 
-fn from_cookie<'r>(headers: &'r HeaderMap, name: &str) -> Option<&'r str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+fn cookie_pairs(value: &HeaderValue) -> impl Iterator<Item = (&str, &str)> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+}
+
+fn from_cookie<'r>(headers: &'r HeaderMap, name: &'r str) -> impl Iterator<Item = &'r str> + 'r {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(cookie_pairs)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-fn from_query<'r>(query: &'r str, name: &str) -> Option<Cow<'r, str>> {
+/// Query keys are compared decoded, as the upstream's framework will read them.
+fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+        .map(|(k, v)| (percent_decode_str(k).decode_utf8_lossy(), v))
+}
+
+fn from_query<'r>(query: &'r str, name: &'r str) -> impl Iterator<Item = Cow<'r, str>> + 'r {
+    query_pairs(query)
+        .filter(move |(k, _)| k == name)
+        .map(|(_, v)| percent_decode_str(v).decode_utf8_lossy())
+}
+
+fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if !values
+        .iter()
+        .any(|v| cookie_pairs(v).any(|(k, _)| k == name))
+    {
+        return;
+    }
+    headers.remove(header::COOKIE);
+    for value in &values {
+        let kept: Vec<&str> = value
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| k != name))
+            .filter(|pair| !pair.is_empty())
+            .collect();
+        if let (false, Ok(value)) = (kept.is_empty(), HeaderValue::from_str(&kept.join("; "))) {
+            headers.append(header::COOKIE, value);
+        }
+    }
+}
+
+fn remove_query_parameter(uri: &mut http::Uri, name: &str) {
+    let Some(query) = uri.query() else {
+        return;
+    };
+    if !query_pairs(query).any(|(k, _)| k == name) {
+        return;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_none_or(|(k, _)| percent_decode_str(k).decode_utf8_lossy() != name)
+        })
+        .collect();
+    let path_and_query = match kept.is_empty() {
+        true => uri.path().to_owned(),
+        false => format!("{}?{}", uri.path(), kept.join("&")),
+    };
+    let mut parts = uri.clone().into_parts();
+    // The path came from a valid URI and the kept pairs from its query, so this parses.
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(stripped) = http::Uri::from_parts(parts) {
+            *uri = stripped;
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_static(k),
-                    http::HeaderValue::from_static(v),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn sources_are_tried_in_order() {
-        let sources = vec![
-            TokenSource::Header("Authorization".into()),
-            TokenSource::Cookie("access_token".into()),
-            TokenSource::Query("access_token".into()),
-        ];
-        let h = headers(&[("cookie", "a=1; access_token=ck; b=2")]);
-        assert_eq!(token(&h, Some("access_token=q"), &sources).unwrap().0, "ck");
-        let h = headers(&[
-            ("authorization", "bearer hd"),
-            ("cookie", "access_token=ck"),
-        ]);
-        assert_eq!(token(&h, None, &sources).unwrap().0, "hd");
-        let h = headers(&[("authorization", "Basic dXNlcg==")]);
-        assert_eq!(
-            token(&h, Some("x=1&access_token=a%2Eb"), &sources)
-                .unwrap()
-                .0,
-            "a.b"
-        );
-        assert_eq!(token(&h, None, &sources).unwrap_err(), Reject::TokenMissing);
-    }
-}
+mod tests;

@@ -20,9 +20,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// RFC 9110 §7.6.1 plus the legacy ones still seen in the wild (Keep-Alive, Proxy-Connection,
-/// Trailer); they describe one connection, so passing them on would describe the wrong one.
-const HOP_BY_HOP: [&str; 7] = [
+/// Trailer) and h2c's HTTP2-Settings (RFC 7540 §3.2); they describe one connection, so passing
+/// them on would describe the wrong one.
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
+    "http2-settings",
     "keep-alive",
     "proxy-connection",
     "te",

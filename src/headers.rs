@@ -125,7 +125,7 @@ impl HeaderPlan {
             } else {
                 self.oversize.inc();
                 tracing::warn!(
-                    user = %ctx.identity.id, size, limit,
+                    user = %crate::log_safe::Escaped(&ctx.identity.id), size, limit,
                     "custom_data left out of the user header: larger than user_data.custom_data_max_bytes"
                 );
             }
@@ -135,9 +135,25 @@ impl HeaderPlan {
 
     /// Removes every identity header (all copies) a client sent. Runs before anything else so that
     /// no path, rejected or allowed, can carry a client-chosen identity.
+    ///
+    /// CGI, WSGI, PHP and Rack read `X_User_Id` and `X-User-Id` as one variable
+    /// (`HTTP_X_USER_ID`), so `_` and `-` count as the same character here.
     pub fn strip(&self, headers: &mut HeaderMap) {
         for name in &self.strip {
-            while headers.remove(name).is_some() {}
+            headers.remove(name);
+        }
+        let lookalikes: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .filter(|name| {
+                self.strip
+                    .iter()
+                    .any(|managed| same_variable(managed, name))
+            })
+            .cloned()
+            .collect();
+        for name in lookalikes {
+            headers.remove(name);
         }
     }
 
@@ -159,6 +175,13 @@ impl HeaderPlan {
         }
         Ok(out)
     }
+}
+
+/// Whether two header names become the same CGI variable (`-` and `_` both map to `_`).
+fn same_variable(a: &HeaderName, b: &HeaderName) -> bool {
+    let fold = |c: u8| if c == b'-' { b'_' } else { c };
+    let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
 fn encoded(bytes: &[u8]) -> HeaderValue {
@@ -211,6 +234,28 @@ mod tests {
             "[\"a\",\"b\"]"
         );
         assert_eq!(render(json!("hi"), Some(HeaderEncoding::Base64url)), "aGk");
+    }
+
+    #[test]
+    fn underscore_spellings_of_managed_headers_are_stripped() {
+        let plan =
+            HeaderPlan::compile(&ForwardConfig::default(), None, Counter::default()).unwrap();
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x_user_id",
+            "x-user_id",
+            "x_claimgate-user",
+            "x-user-id",
+            "x_other",
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("admin"),
+            );
+        }
+        plan.strip(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x_other"]);
     }
 
     #[test]

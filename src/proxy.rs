@@ -1,5 +1,5 @@
-//! The request path, top to bottom: strip → extract → verify → map claims → load user data →
-//! authorize → inject headers → forward. Each step lives in its own module; this file only
+//! The request path, top to bottom: strip → refuse upgrades and ambiguous spellings → route →
+//! extract → verify → map claims → load user data → authorize → inject headers → forward. Each step lives in its own module; this file only
 //! orders them and turns the outcome into a response, metric and log line.
 
 use crate::claims::{Identity, MetadataMapping};
@@ -10,8 +10,9 @@ use crate::expansion::{Context, RequestFacts};
 use crate::extract;
 use crate::forward::Forwarder;
 use crate::headers::{HeaderPlan, Rendered};
+use crate::log_safe::Escaped;
 use crate::metrics::{Metrics, ALLOWED};
-use crate::policy::{canonical_uri, Policy};
+use crate::policy::Policy;
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
@@ -62,7 +63,9 @@ impl Proxy {
             Ok(Admitted::Forward) => {
                 // Every forwarded request, anonymous ones included, obeys `pass_authorization`.
                 if !self.headers.pass_authorization {
-                    req.headers_mut().remove(http::header::AUTHORIZATION);
+                    let mut uri = req.uri().clone();
+                    extract::remove_tokens(req.headers_mut(), &mut uri, &self.sources);
+                    *req.uri_mut() = uri;
                 }
                 forwarder.forward(req, peer).await
             }
@@ -98,13 +101,15 @@ impl Proxy {
         self.headers.strip(req.headers_mut());
         // A `Connection: x-user-id` must not be able to make the forwarder drop injected headers.
         crate::forward::strip_connection_listed(req.headers_mut());
+        crate::upgrade::check(req.headers())?;
+        extract::check_single_authorization(req.headers())?;
         // Rules judge the normalized path, so that is also what the upstream gets.
-        if !self.policy.rules().is_empty() {
-            if let Some(uri) = canonical_uri(req.uri())? {
-                *req.uri_mut() = uri;
-            }
+        let path = self.policy.judge(req.uri())?;
+        if let Some(uri) = path.forward {
+            *req.uri_mut() = uri;
         }
-        let rule = self.policy.route(req.method(), req.uri().path());
+        let path = path.judged;
+        let rule = self.policy.route(req.method(), &path);
         let auth = rule.map_or(AuthMode::Required, |r| r.auth);
         if auth == AuthMode::None {
             return Ok(Admitted::Forward);
@@ -141,7 +146,7 @@ impl Proxy {
             permissions: record.as_ref().and_then(|r| r.permissions.as_ref()),
             request: Some(RequestFacts {
                 method: req.method().as_str(),
-                path: req.uri().path(),
+                path: &path,
                 remote_ip: peer.ip(),
             }),
         };
@@ -150,11 +155,7 @@ impl Proxy {
         if let Some(rule) = rule {
             rule.check(&ctx)?;
         }
-        if let Some(userinfo) = self
-            .userinfo
-            .as_ref()
-            .filter(|u| u.path == req.uri().path())
-        {
+        if let Some(userinfo) = self.userinfo.as_ref().filter(|u| u.path == path) {
             return Ok(Admitted::Respond(json_response(userinfo.render(&ctx))));
         }
 
@@ -254,7 +255,7 @@ fn log_rejection(reject: &Reject, token_digest: Option<&TokenDigest>, peer: Sock
             )
         }
         _ => tracing::info!(
-            reason = reject.code(), detail = %reject.description(), token = fingerprint, peer = %peer.ip(),
+            reason = reject.code(), detail = %Escaped(&reject.description()), token = fingerprint, peer = %peer.ip(),
             "request rejected"
         ),
     }

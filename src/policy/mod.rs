@@ -6,8 +6,9 @@
 //!   `/administrator`. A trailing `/` in the prefix is ignored (`/admin/` is `/admin`), and `/`
 //!   matches every path.
 //! - `path` is an exact match.
-//! - Paths are compared case-sensitively after [`normalize_path`], so `/public/../admin` is
-//!   matched as `/admin`.
+//! - Paths are compared after [`judge`] (so `/public/../admin` is matched as `/admin`, and
+//!   spellings some upstream reads differently are refused), case-sensitively unless the rule
+//!   sets `ignore_case` (for upstreams that route case-insensitively: IIS, some Spring setups).
 //! - `methods` compare case-insensitively; an empty list matches every method.
 //! - A rule with no match fields matches everything; no matching rule means "token required".
 //!
@@ -20,9 +21,9 @@ mod expr;
 mod path;
 
 pub use expr::Expr;
-pub use path::{canonical_uri, normalize_path};
+pub use path::{check_unruled, judge, normalize_path, JudgedPath};
 
-use crate::config::{AuthMode, KeyError, RuleConfig, RuleMatch};
+use crate::config::{AuthMode, KeyError, PathsConfig, RuleConfig, RuleMatch};
 use crate::error::Reject;
 use crate::expansion::{Context, Scope};
 
@@ -30,6 +31,7 @@ use crate::expansion::{Context, Scope};
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     rules: Vec<Rule>,
+    allow_semicolons: bool,
 }
 
 /// One compiled rule.
@@ -49,12 +51,17 @@ struct Matcher {
     path: Option<String>,
     /// Upper-cased; empty = any.
     methods: Vec<String>,
+    ignore_case: bool,
 }
 
 impl Policy {
     /// `user_data` says whether a `user_data` section is configured; without one,
     /// `%%user.custom_data` and `%%user.permissions` are config errors.
-    pub fn compile(rules: &[RuleConfig], user_data: bool) -> Result<Self, KeyError> {
+    pub fn compile(
+        rules: &[RuleConfig],
+        paths: &PathsConfig,
+        user_data: bool,
+    ) -> Result<Self, KeyError> {
         let scope = Scope {
             user_data,
             request: true,
@@ -64,7 +71,23 @@ impl Policy {
             .enumerate()
             .map(|(i, rule)| Rule::compile(rule, &format!("rules[{i}]"), scope))
             .collect::<Result<_, _>>()?;
-        Ok(Self { rules })
+        Ok(Self {
+            rules,
+            allow_semicolons: paths.allow_semicolons,
+        })
+    }
+
+    /// The path the rules judge, and the URI to forward if it must change. Without rules no
+    /// spelling changes a decision, so only the always-refused ones are checked.
+    pub fn judge(&self, uri: &http::Uri) -> Result<JudgedPath, Reject> {
+        if self.rules.is_empty() {
+            check_unruled(uri.path())?;
+            return Ok(JudgedPath {
+                forward: None,
+                judged: uri.path().to_owned(),
+            });
+        }
+        judge(uri, self.allow_semicolons)
     }
 
     /// The first rule matching the request, or `None` (then a valid token is required and
@@ -187,20 +210,29 @@ impl Matcher {
                 .map(|p| p.trim_end_matches('/').to_owned()),
             path: cfg.path.clone(),
             methods,
+            ignore_case: cfg.ignore_case,
         })
     }
 
     fn matches(&self, method: &str, path: &str) -> bool {
         let method_ok =
             self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method));
+        let same = |a: &str, b: &str| {
+            if self.ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
         let path_ok = match (&self.prefix, &self.path) {
             (Some(prefix), _) => {
                 prefix.is_empty()
-                    || path
-                        .strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    || path.get(..prefix.len()).is_some_and(|head| {
+                        let rest = &path[prefix.len()..];
+                        same(head, prefix) && (rest.is_empty() || rest.starts_with('/'))
+                    })
             }
-            (None, Some(exact)) => path == exact,
+            (None, Some(exact)) => same(path, exact),
             (None, None) => true,
         };
         method_ok && path_ok

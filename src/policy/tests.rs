@@ -2,10 +2,39 @@
 
 use super::*;
 use crate::claims::Identity;
-use crate::config::{AuthMode, RuleConfig, RuleMatch};
+use crate::config::{AuthMode, KeyError, PathsConfig, RuleConfig, RuleMatch};
 use http::Method;
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+fn compile(rules: &[RuleConfig], user_data: bool) -> Result<Policy, KeyError> {
+    Policy::compile(rules, &PathsConfig::default(), user_data)
+}
+
+#[test]
+fn ignore_case_matches_any_letter_case() {
+    let mut admin = rule(Some("/admin"), &[], AuthMode::Required, None);
+    admin.matches.ignore_case = true;
+    let mut exact = rule(None, &[], AuthMode::None, None);
+    exact.matches.path = Some("/Health".into());
+    exact.matches.ignore_case = true;
+    let p = compile(&[admin, exact], false).unwrap();
+    for path in ["/admin", "/ADMIN/panel", "/Admin/"] {
+        assert_eq!(
+            p.route(&Method::GET, path).unwrap().name,
+            "rules[0]",
+            "{path}"
+        );
+    }
+    assert!(p.route(&Method::GET, "/ADMINISTRATOR").is_none());
+    assert_eq!(p.route(&Method::GET, "/health").unwrap().name, "rules[1]");
+    let strict = compile(
+        &[rule(Some("/admin"), &[], AuthMode::Required, None)],
+        false,
+    )
+    .unwrap();
+    assert!(strict.route(&Method::GET, "/ADMIN/panel").is_none());
+}
 
 fn identity() -> Identity {
     Identity {
@@ -59,7 +88,7 @@ fn example() -> Policy {
             )
         },
     ];
-    Policy::compile(&rules, true).unwrap()
+    compile(&rules, true).unwrap()
 }
 
 fn routed(policy: &Policy, method: Method, path: &str) -> Option<String> {
@@ -125,7 +154,7 @@ fn first_match_wins_with_segment_aware_prefixes() {
 #[test]
 fn methods_exact_paths_and_defaults() {
     let lower = Method::from_bytes(b"get").unwrap();
-    let p = Policy::compile(
+    let p = compile(
         &[rule(None, &["get", "Head"], AuthMode::Optional, None)],
         false,
     )
@@ -143,20 +172,19 @@ fn methods_exact_paths_and_defaults() {
         },
         ..rule(None, &[], AuthMode::None, None)
     };
-    let p = Policy::compile(&[exact], false).unwrap();
+    let p = compile(&[exact], false).unwrap();
     assert!(p.route(&Method::GET, "/health").is_some());
     assert!(p.route(&Method::GET, "/health/x").is_none());
     assert!(p.route(&Method::GET, "/healthz").is_none());
 
-    let trailing =
-        Policy::compile(&[rule(Some("/api/"), &[], AuthMode::Required, None)], false).unwrap();
+    let trailing = compile(&[rule(Some("/api/"), &[], AuthMode::Required, None)], false).unwrap();
     assert!(trailing.route(&Method::GET, "/api").is_some());
     assert!(trailing.route(&Method::GET, "/apix").is_none());
 
     // A rule without match fields matches everything; no rules → no match (token required).
-    let all = Policy::compile(&[rule(None, &[], AuthMode::Required, None)], false).unwrap();
+    let all = compile(&[rule(None, &[], AuthMode::Required, None)], false).unwrap();
     assert!(all.route(&Method::PUT, "/anything").is_some());
-    assert!(Policy::compile(&[], false)
+    assert!(compile(&[], false)
         .unwrap()
         .route(&Method::GET, "/")
         .is_none());
@@ -201,7 +229,7 @@ fn compile_err(allow: Value, user_data: bool) -> KeyError {
         rule(Some("/a"), &[], AuthMode::Required, None),
         rule(Some("/b"), &[], AuthMode::Required, Some(allow)),
     ];
-    Policy::compile(&rules, user_data).unwrap_err()
+    compile(&rules, user_data).unwrap_err()
 }
 
 #[test]
@@ -253,7 +281,7 @@ fn user_data_expansions_need_a_user_data_section() {
         assert_eq!(e.key, "rules[1].allow_when", "{expr}");
         assert!(e.reason.contains("user_data"), "{expr}: {}", e.reason);
     }
-    assert!(Policy::compile(
+    assert!(compile(
         &[rule(
             None,
             &[],
@@ -267,7 +295,7 @@ fn user_data_expansions_need_a_user_data_section() {
 
 #[test]
 fn match_and_rule_errors_name_their_key() {
-    let err = |r: RuleConfig| Policy::compile(&[r], true).unwrap_err();
+    let err = |r: RuleConfig| compile(&[r], true).unwrap_err();
     let base = || rule(None, &[], AuthMode::Required, None);
     assert_eq!(
         err(rule(Some("admin"), &[], AuthMode::Required, None)).key,
@@ -318,7 +346,7 @@ rules:
     allow_when: { "%%user.custom_data.canRead": true }
 "#;
     let config = crate::config::parse_str(text, &|_| None).unwrap();
-    let p = Policy::compile(&config.rules, config.user_data.is_some()).unwrap();
+    let p = compile(&config.rules, config.user_data.is_some()).unwrap();
     assert_eq!(p.rules().len(), 3);
     assert_eq!(
         routed(&p, Method::GET, "/admin/x").as_deref(),

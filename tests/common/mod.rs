@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod mongo;
+pub mod raw;
 pub mod servers;
 pub mod userdata;
 

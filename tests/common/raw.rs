@@ -1,0 +1,57 @@
+//! A raw-socket HTTP/1.1 client for requests no well-behaved client library would send (two
+//! `Authorization` headers, `..;` paths, h2c upgrades, broken framing).
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The status line's code and the body of a raw answer.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The `reason` of a claimgate rejection body, if it is one.
+    pub fn reason(&self) -> Option<String> {
+        let body: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        body["reason"].as_str().map(str::to_owned)
+    }
+}
+
+/// Sends `bytes` as they are to `base_url` (`http://127.0.0.1:PORT`) and reads until the server
+/// closes (or 10 s pass). The request should carry `Connection: close`.
+pub async fn send(base_url: &str, bytes: &[u8]) -> RawResponse {
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    let _ = read.await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    RawResponse {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// `GET path` with the given extra header lines (`"Name: value"`) and `Connection: close`.
+pub async fn get(base_url: &str, path: &str, headers: &[String]) -> RawResponse {
+    let host = base_url.trim_start_matches("http://");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for line in headers {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    send(base_url, request.as_bytes()).await
+}
