@@ -21,15 +21,23 @@ impl RawResponse {
     }
 }
 
-/// Sends `bytes` as they are to `base_url` (`http://127.0.0.1:PORT`) and reads until the server
-/// closes (or 10 s pass). The request should carry `Connection: close`.
+/// Sends `bytes` as they are to `base_url` (`http://127.0.0.1:PORT`) and reads one answer: until
+/// its `Content-Length` is complete, the server closes, or 10 s pass.
 pub async fn send(base_url: &str, bytes: &[u8]) -> RawResponse {
     let addr = base_url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
-    let _ = read.await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 8192];
+        while !complete(&answer) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
     let text = String::from_utf8_lossy(&answer).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -54,4 +62,17 @@ pub async fn get(base_url: &str, path: &str, headers: &[String]) -> RawResponse 
     }
     request.push_str("\r\n");
     send(base_url, request.as_bytes()).await
+}
+
+/// Whether `answer` holds a whole head and as many body bytes as its `Content-Length` says.
+fn complete(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .is_some_and(|length| body.len() >= length)
 }
