@@ -68,7 +68,7 @@ fn main() {
         .expect("tokio runtime");
     let signer = common::hs256();
     let app = app_for(&signer, "HS256");
-    let verifier = &app.proxy.verifier;
+    let verifier = &app.decider.verifier;
     // What the load bench's provider maps.
     let fields = ["name", "email"].map(|name| MetadataField {
         name: name.into(),

@@ -44,7 +44,7 @@ fn bench_verify(c: &mut Criterion) {
     ];
     for (signer, alg) in &signers {
         let app = app_for(signer, alg);
-        let verifier = &app.proxy.verifier;
+        let verifier = &app.decider.verifier;
         let token = signer.mint(ISSUER, 1, now, 86_400);
         rt.block_on(verifier.verify(&token))
             .unwrap_or_else(|e| panic!("{alg} token must verify: {e:?}"));
@@ -201,7 +201,7 @@ fn bench_request_parts(c: &mut Criterion) {
     let rt = runtime();
     let signer = common::rsa_2048("bench-rsa");
     let app = app_for(&signer, "RS256");
-    let verifier = &app.proxy.verifier;
+    let verifier = &app.decider.verifier;
     let token = signer.mint(ISSUER, 1, now_seconds(), 86_400);
     let verified = rt.block_on(verifier.verify(&token)).expect("verifies");
 
@@ -276,7 +276,7 @@ fn bench_request_parts(c: &mut Criterion) {
     let still_valid = |p: &claimgate::verify::Proof| verifier.still_valid(p, now_seconds());
     assert!(cache.get(&key, still_valid).is_some(), "cache hit");
     let mut group = c.benchmark_group("token_cache");
-    // What `Proxy::session` does for a repeated token: digest, lookup, exp + key-still-published.
+    // What `Decider::session` does for a repeated token: digest, lookup, exp + key-still-published.
     group.bench_function("hit_digest_get_still_valid", |b| {
         b.iter(|| cache.get(&digest(black_box(&token)), still_valid))
     });

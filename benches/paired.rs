@@ -109,7 +109,7 @@ fn main() {
     ];
     for (signer, alg, batch) in &signers {
         let app = app_for(signer, alg);
-        let verifier = &app.proxy.verifier;
+        let verifier = &app.decider.verifier;
         let token = signer.mint(ISSUER, 1, now, 86_400);
         rt.block_on(verifier.verify(&token)).expect("verifies");
         let (message, sig) = split(&token);

@@ -1,16 +1,16 @@
 //! The admin listener: liveness, readiness, Prometheus metrics, and (only in `--dev`) the dev
 //! issuer's token and JWKS endpoints.
 
+use crate::decision::Decider;
 use crate::dev::DevIssuer;
 use crate::error::{full, Body};
 use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::Arc;
 
 pub struct Admin {
-    pub proxy: Arc<Proxy>,
+    pub decider: Arc<Decider>,
     pub key_stores: Vec<Arc<KeyStore>>,
     pub metrics: Arc<Metrics>,
     pub dev: Option<DevIssuer>,
@@ -32,8 +32,8 @@ impl Admin {
                 for store in &self.key_stores {
                     store.update_age_metric();
                 }
-                self.proxy.token_cache.update_metrics();
-                if let Some(user_data) = &self.proxy.user_data {
+                self.decider.token_cache.update_metrics();
+                if let Some(user_data) = &self.decider.user_data {
                     self.metrics
                         .user_data
                         .cache_entries

@@ -4,13 +4,13 @@
 use crate::admin::Admin;
 use crate::claims::MetadataMapping;
 use crate::config::{Config, KeyError};
+use crate::decision::Decider;
 use crate::dev::DevIssuer;
 use crate::forward::Forwarder;
 use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::proxy::Proxy;
 use crate::token_cache::TokenCache;
 use crate::userdata::UserData;
 use crate::userinfo::Userinfo;
@@ -25,7 +25,7 @@ pub struct App {
     /// One upstream connection pool per proxy worker thread, so a request and the pooled
     /// connection it uses are driven by the same thread.
     forwarders: Vec<Forwarder>,
-    pub proxy: Arc<Proxy>,
+    pub decider: Arc<Decider>,
     pub admin: Arc<Admin>,
     pub key_stores: Vec<Arc<KeyStore>>,
 }
@@ -104,7 +104,7 @@ impl App {
             config.verified_token_cache.max_entries,
             metrics.clone(),
         );
-        let proxy = Arc::new(Proxy {
+        let decider = Arc::new(Decider {
             verifier: Verifier::new(providers, config.max_token_bytes),
             mappings,
             sources,
@@ -118,7 +118,7 @@ impl App {
             metrics: metrics.clone(),
         });
         let admin = Arc::new(Admin {
-            proxy: proxy.clone(),
+            decider: decider.clone(),
             key_stores: key_stores.clone(),
             metrics,
             dev,
@@ -130,7 +130,7 @@ impl App {
         Ok(Self {
             config,
             forwarders,
-            proxy,
+            decider,
             admin,
             key_stores,
         })
@@ -147,7 +147,7 @@ impl App {
         for store in &self.key_stores {
             tokio::spawn(store.clone().run_refresh(stop_rx.clone()));
         }
-        if let Some(user_data) = &self.proxy.user_data {
+        if let Some(user_data) = &self.decider.user_data {
             tokio::spawn(user_data.clone().run(stop_rx.clone()));
         }
         let admin = self.admin.clone();
@@ -160,7 +160,7 @@ impl App {
             stopped(stop_rx.clone()),
         ));
         let workers = spawn_proxy_workers(
-            self.proxy.clone(),
+            self.decider.clone(),
             self.forwarders,
             proxy_listener,
             &stop_rx,
@@ -179,7 +179,7 @@ impl App {
 /// shared listening socket and its own upstream pool. A request then never hops threads, which
 /// under load costs less than tokio's work stealing (measured in benches/load.sh).
 fn spawn_proxy_workers(
-    proxy: Arc<Proxy>,
+    decider: Arc<Decider>,
     forwarders: Vec<Forwarder>,
     listener: TcpListener,
     stop_rx: &watch::Receiver<bool>,
@@ -200,10 +200,10 @@ fn spawn_proxy_workers(
                 continue;
             }
         };
-        let (proxy, forwarder, stop) = (proxy.clone(), Arc::new(forwarder), stop_rx.clone());
+        let (decider, forwarder, stop) = (decider.clone(), Arc::new(forwarder), stop_rx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("claimgate-proxy-{index}"))
-            .spawn(move || run_worker(listener, proxy, forwarder, stop));
+            .spawn(move || run_worker(listener, decider, forwarder, stop));
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(e) => {
@@ -216,7 +216,7 @@ fn spawn_proxy_workers(
 
 fn run_worker(
     listener: std::net::TcpListener,
-    proxy: Arc<Proxy>,
+    decider: Arc<Decider>,
     forwarder: Arc<Forwarder>,
     stop: watch::Receiver<bool>,
 ) {
@@ -241,8 +241,8 @@ fn run_worker(
         crate::server::serve(
             listener,
             move |req, peer| {
-                let (proxy, forwarder) = (proxy.clone(), forwarder.clone());
-                async move { proxy.handle(req, peer, &forwarder).await }
+                let (decider, forwarder) = (decider.clone(), forwarder.clone());
+                async move { crate::doors::proxy::handle(&decider, req, peer, &forwarder).await }
             },
             stopped(stop),
         )

@@ -252,6 +252,20 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A 200 JSON answer claimgate gives itself (`/userinfo`), never cached.
+pub fn json_response(value: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(crate::error::full(value.to_string()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into())
         .map_err(|never| match never {})

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 pub struct Session {
     pub proof: Proof,
     /// `identity.token` and `identity.data` are empty unless something reads them per request
-    /// (see `Proxy::keep_claims` and `Proxy::keep_mapped_data`): they are most of a session's size.
+    /// (see `Decider::keep_claims` and `Decider::keep_mapped_data`): they are most of a session's size.
     pub identity: Identity,
     /// Identity headers rendered once, when they depend only on the token.
     pub rendered: OnceLock<Rendered>,

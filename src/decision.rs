@@ -1,14 +1,15 @@
-//! The request path, top to bottom: strip → refuse upgrades and ambiguous spellings → route →
-//! extract → verify → map claims → load user data → authorize → inject headers → forward. Each step lives in its own module; this file only
-//! orders them and turns the outcome into a response, metric and log line.
+//! The one admission decision every front door asks, top to bottom: refuse upgrades and
+//! ambiguous spellings → route → extract → verify → map claims → load user data → authorize →
+//! identity headers. It reads the request and edits nothing: the door (inline proxy,
+//! forward-auth, ext_authz, explain) applies the [`Decision`] in its own way, and answers a
+//! [`Reject`] through [`Reject::into_response`], so a check added here reaches every door.
 
 use crate::claims::{Identity, MetadataMapping};
 use crate::config::AuthMode;
 use crate::config::TokenSource;
-use crate::error::{Body, Reject};
+use crate::error::{json_response, Body, Reject};
 use crate::expansion::{Context, RequestFacts};
 use crate::extract;
-use crate::forward::Forwarder;
 use crate::headers::{HeaderPlan, Rendered};
 use crate::log_safe::Escaped;
 use crate::metrics::{Metrics, ALLOWED};
@@ -17,13 +18,13 @@ use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
 use crate::verify::{now_seconds, Verifier};
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-pub struct Proxy {
+/// The compiled config's request-time half, shared by every request and every door.
+pub struct Decider {
     pub verifier: Verifier,
     /// One per provider, same order as `verifier.providers`.
     pub mappings: Vec<MetadataMapping>,
@@ -43,85 +44,128 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
 }
 
-/// What admission decided for an allowed request.
-enum Admitted {
-    Forward,
-    /// Answered by the proxy itself (`/userinfo`).
+/// What a door hands the decision: the facts of the request as the client sent it (for
+/// forward-auth, the original request the subrequest describes).
+pub struct Admission<'r> {
+    pub method: &'r Method,
+    pub uri: &'r Uri,
+    pub headers: &'r HeaderMap,
+    /// The connection's peer, never a header.
+    pub peer: SocketAddr,
+}
+
+/// What the decision allows.
+pub enum Decision {
+    /// Let the request through, with these identity headers (none for an anonymous caller).
+    Allow(Allow),
+    /// Answered by claimgate itself (`/userinfo`).
     Respond(Response<Body>),
 }
 
-impl Proxy {
-    pub async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-        forwarder: &Forwarder,
-    ) -> Response<Body> {
-        let started = Instant::now();
-        let mut token_digest = None;
-        let outcome = match self.admit(&mut req, peer, &mut token_digest).await {
-            Ok(Admitted::Forward) => {
-                // Every forwarded request, anonymous ones included, obeys `pass_authorization`.
-                if !self.headers.pass_authorization {
-                    let mut uri = req.uri().clone();
-                    extract::remove_tokens(req.headers_mut(), &mut uri, &self.sources);
-                    *req.uri_mut() = uri;
-                }
-                forwarder.forward(req, peer).await
-            }
-            Ok(Admitted::Respond(response)) => Ok(response),
-            Err(reject) => Err(reject),
+pub struct Allow {
+    /// The normalized target, when the rules judged a different spelling than the client sent.
+    pub uri: Option<Uri>,
+    pub identity: IdentityHeaders,
+}
+
+/// The trusted identity headers: rendered once per token, once per user document version, or
+/// not at all for an anonymous caller. Shared, never copied per request.
+pub enum IdentityHeaders {
+    Anonymous,
+    PerToken(Arc<Session>),
+    PerRequest(Arc<Rendered>),
+}
+
+impl IdentityHeaders {
+    pub fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        let rendered: &[(HeaderName, HeaderValue)] = match self {
+            IdentityHeaders::Anonymous => &[],
+            IdentityHeaders::PerToken(session) => session.rendered.get().map_or(&[], |r| r),
+            IdentityHeaders::PerRequest(rendered) => rendered,
         };
-        let response = match outcome {
-            Ok(response) => {
-                self.metrics.count_outcome(ALLOWED);
-                response
-            }
+        rendered.iter()
+    }
+}
+
+/// A decision with what its log line needs.
+pub struct Outcome {
+    pub decision: Result<Decision, Reject>,
+    /// Fingerprint source for logs: the token's SHA-256, never the token.
+    pub token: Option<TokenDigest>,
+}
+
+impl Decider {
+    pub async fn decide(&self, request: Admission<'_>) -> Outcome {
+        let mut token = None;
+        let decision = self.admit(&request, &mut token).await;
+        Outcome { decision, token }
+    }
+
+    /// The one place a finished request is counted and, when refused, logged; every door calls
+    /// it once per request with the answer it gave.
+    pub fn record(
+        &self,
+        answer: Result<(), &Reject>,
+        token: Option<&TokenDigest>,
+        peer: SocketAddr,
+        started: Instant,
+    ) {
+        match answer {
+            Ok(()) => self.metrics.count_outcome(ALLOWED),
             Err(reject) => {
                 self.metrics.count_outcome(reject.code());
-                log_rejection(&reject, token_digest.as_ref(), peer);
-                reject.into_response()
+                log_rejection(reject, token, peer);
             }
-        };
+        }
         self.metrics
             .request_duration
             .observe(started.elapsed().as_secs_f64());
-        response
     }
 
-    /// Everything that must pass before the request may be forwarded; on success the request
-    /// carries exactly the trusted identity headers.
+    /// Removes the identity headers a client must never supply, for doors that pass the
+    /// client's headers on.
+    pub fn strip_identity_headers(&self, headers: &mut HeaderMap) {
+        self.headers.strip(headers);
+    }
+
+    /// `pass_authorization: false`: takes the token out of every place it may be read from.
+    pub fn remove_tokens(&self, headers: &mut HeaderMap, uri: &mut Uri) {
+        if !self.headers.pass_authorization {
+            extract::remove_tokens(headers, uri, &self.sources);
+        }
+    }
+
+    /// Everything that must hold before a request may pass, in order.
     async fn admit(
         &self,
-        req: &mut Request<Incoming>,
-        peer: SocketAddr,
+        req: &Admission<'_>,
         token_digest: &mut Option<TokenDigest>,
-    ) -> Result<Admitted, Reject> {
-        // Strip: no path, rejected or allowed, may carry a client-chosen identity.
-        self.headers.strip(req.headers_mut());
-        // A `Connection: x-user-id` must not be able to make the forwarder drop injected headers.
-        crate::forward::strip_connection_listed(req.headers_mut());
-        crate::upgrade::check(req.headers())?;
-        extract::check_single_authorization(req.headers())?;
-        // Rules judge the normalized path, so that is also what the upstream gets.
-        let path = self.policy.judge(req.uri())?;
-        if let Some(uri) = path.forward {
-            *req.uri_mut() = uri;
-        }
+    ) -> Result<Decision, Reject> {
+        // Refuse what would carry the request past this decision, whatever the route.
+        crate::upgrade::check(req.headers)?;
+        extract::check_single_authorization(req.headers)?;
+
+        // Route: rules judge the normalized path, so that is also what the upstream gets.
+        let path = self.policy.judge(req.uri)?;
+        let uri = path.forward;
         let path = path.judged;
-        let rule = self.policy.route(req.method(), &path);
+        let rule = self.policy.route(req.method, &path);
         let auth = rule.map_or(AuthMode::Required, |r| r.auth);
+        let anonymous = |uri| {
+            Ok(Decision::Allow(Allow {
+                uri,
+                identity: IdentityHeaders::Anonymous,
+            }))
+        };
         if auth == AuthMode::None {
-            return Ok(Admitted::Forward);
+            return anonymous(uri);
         }
 
         // Extract.
-        let (token, source) = match extract::token(req.headers(), req.uri().query(), &self.sources)
-        {
+        let query = req.uri.query();
+        let (token, source) = match extract::token(req.headers, query, &self.sources) {
             Ok(found) => found,
-            Err(Reject::TokenMissing) if auth == AuthMode::Optional => {
-                return Ok(Admitted::Forward)
-            }
+            Err(Reject::TokenMissing) if auth == AuthMode::Optional => return anonymous(uri),
             Err(reject) => return Err(reject),
         };
         let key = digest(&token);
@@ -145,9 +189,9 @@ impl Proxy {
             custom_data: record.as_ref().and_then(|r| r.document.as_ref()),
             permissions: record.as_ref().and_then(|r| r.permissions.as_ref()),
             request: Some(RequestFacts {
-                method: req.method().as_str(),
+                method: req.method.as_str(),
                 path: &path,
-                remote_ip: peer.ip(),
+                remote_ip: req.peer.ip(),
             }),
         };
 
@@ -156,35 +200,28 @@ impl Proxy {
             rule.check(&ctx)?;
         }
         if let Some(userinfo) = self.userinfo.as_ref().filter(|u| u.path == path) {
-            return Ok(Admitted::Respond(json_response(userinfo.render(&ctx))));
+            return Ok(Decision::Respond(json_response(userinfo.render(&ctx))));
         }
 
-        // Inject headers.
-        let per_request: Arc<Rendered>;
-        let rendered: &Rendered = match (session.rendered.get(), &record) {
-            (Some(rendered), _) => rendered,
-            (None, record) => {
-                per_request = match record
-                    .as_ref()
-                    .and_then(|r| TokenCache::rendered_for(&session, r))
-                {
-                    Some(rendered) => rendered,
-                    None => {
-                        let rendered = Arc::new(self.headers.render(&ctx)?);
-                        if let Some(record) = &record {
-                            TokenCache::remember_rendered(&session, record, rendered.clone());
-                        }
-                        rendered
+        // Identity headers.
+        let identity = if session.rendered.get().is_some() {
+            IdentityHeaders::PerToken(session.clone())
+        } else {
+            let cached = record
+                .as_ref()
+                .and_then(|r| TokenCache::rendered_for(&session, r));
+            IdentityHeaders::PerRequest(match cached {
+                Some(rendered) => rendered,
+                None => {
+                    let rendered = Arc::new(self.headers.render(&ctx)?);
+                    if let Some(record) = &record {
+                        TokenCache::remember_rendered(&session, record, rendered.clone());
                     }
-                };
-                &per_request
-            }
+                    rendered
+                }
+            })
         };
-        let headers = req.headers_mut();
-        for (name, value) in rendered.iter() {
-            headers.insert(name.clone(), value.clone());
-        }
-        Ok(Admitted::Forward)
+        Ok(Decision::Allow(Allow { uri, identity }))
     }
 
     /// The user's document, with the checks that need nothing but the document itself
@@ -259,19 +296,6 @@ fn log_rejection(reject: &Reject, token_digest: Option<&TokenDigest>, peer: Sock
             "request rejected"
         ),
     }
-}
-
-fn json_response(value: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(crate::error::full(value.to_string()));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    response
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,53 @@
+//! The inline proxy: strip the client's identity headers, decide, then forward the request with
+//! the trusted ones, or answer the rejection.
+
+use crate::decision::{Admission, Decider, Decision};
+use crate::error::{Body, Reject};
+use crate::forward::{strip_connection_listed, Forwarder};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub async fn handle(
+    decider: &Decider,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    forwarder: &Forwarder,
+) -> Response<Body> {
+    let started = Instant::now();
+    // Strip first: no path, rejected or allowed, may carry a client-chosen identity.
+    decider.strip_identity_headers(req.headers_mut());
+    // A `Connection: x-user-id` must not be able to make the forwarder drop injected headers.
+    strip_connection_listed(req.headers_mut());
+    let outcome = decider
+        .decide(Admission {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            peer,
+        })
+        .await;
+    let answer = match outcome.decision {
+        Ok(Decision::Allow(allow)) => {
+            let headers = req.headers_mut();
+            for (name, value) in allow.identity.iter() {
+                headers.insert(name.clone(), value.clone());
+            }
+            let mut uri = allow.uri.unwrap_or_else(|| req.uri().clone());
+            // Every forwarded request, anonymous ones included, obeys `pass_authorization`.
+            decider.remove_tokens(req.headers_mut(), &mut uri);
+            *req.uri_mut() = uri;
+            forwarder.forward(req, peer).await
+        }
+        Ok(Decision::Respond(response)) => Ok(response),
+        Err(reject) => Err(reject),
+    };
+    decider.record(
+        answer.as_ref().map(|_| ()),
+        outcome.token.as_ref(),
+        peer,
+        started,
+    );
+    answer.unwrap_or_else(Reject::into_response)
+}
