@@ -288,7 +288,8 @@ mod tests {
     fn decode(sent: &str) -> String {
         match sent.strip_prefix(EXTENDED_PREFIX) {
             Some(rest) => {
-                let attr_or_escape = |b: u8| b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~%".contains(&b);
+                let attr_or_escape =
+                    |b: u8| b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~%".contains(&b);
                 assert!(rest.bytes().all(attr_or_escape), "{sent}");
                 percent_encoding::percent_decode_str(rest)
                     .decode_utf8()
@@ -302,12 +303,16 @@ mod tests {
     #[test]
     fn every_rendering_decodes_back_to_itself() {
         let alphabet = [
-            "", "a", "A", " ", "\t", "\r", "\n", "\0", "\u{7f}", "\u{85}", "é", "€", "%",
-            "'", "U", "T", "F", "-", "8", "u", "t", "f", "\"", ",", "😀",
+            "", "a", "A", " ", "\t", "\r", "\n", "\0", "\u{7f}", "\u{85}", "é", "€", "%", "'", "U",
+            "T", "F", "-", "8", "u", "t", "f", "\"", ",", "😀",
         ];
         let mut seen = std::collections::HashMap::new();
         // Every string of up to three symbols, plus the prefix-shaped ones.
-        let mut inputs = vec!["UTF-8''".to_owned(), "UTF-8'".to_owned(), "utf-8''%41".to_owned()];
+        let mut inputs = vec![
+            "UTF-8''".to_owned(),
+            "UTF-8'".to_owned(),
+            "utf-8''%41".to_owned(),
+        ];
         for a in alphabet {
             for b in alphabet {
                 for c in alphabet {

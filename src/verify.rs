@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use strict_json::{parse_object, StrictError};
-pub use times::now_seconds;
 use times::check_times;
+pub use times::now_seconds;
 
 pub struct ProviderVerifier {
     pub index: usize,

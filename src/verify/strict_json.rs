@@ -129,7 +129,8 @@ mod tests {
 
     #[test]
     fn parses_like_serde_json_when_names_are_unique() {
-        let text = r#"{"a":1,"b":[true,null,-2,1.5,"x\u00e9"],"c":{"d":{"e":18446744073709551615}}}"#;
+        let text =
+            r#"{"a":1,"b":[true,null,-2,1.5,"x\u00e9"],"c":{"d":{"e":18446744073709551615}}}"#;
         let expected: Value = serde_json::from_str(text).unwrap();
         assert_eq!(parse(text), Ok(expected));
     }
@@ -155,10 +156,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_and_non_objects_are_refused() {
-        assert_eq!(
-            parse_object(b"{\"x\":\"\xff\"}"),
-            Err(StrictError::NotUtf8)
-        );
+        assert_eq!(parse_object(b"{\"x\":\"\xff\"}"), Err(StrictError::NotUtf8));
         assert_eq!(parse("[1]"), Err(StrictError::NotObject));
         assert_eq!(parse("{} {}"), Err(StrictError::NotJson));
         assert_eq!(parse(r#"{"a":1e400}"#), Err(StrictError::NotJson));
