@@ -4,6 +4,9 @@
 //! `jku`, `x5u`, `jwk` and `x5c` header parameters are never read: keys only ever come from the
 //! provider's configured JWKS or secrets.
 
+mod strict_json;
+mod times;
+
 use crate::claims::ClaimPath;
 use crate::config::{KeyError, ProviderConfig, TokenSource};
 use crate::error::Reject;
@@ -13,7 +16,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use strict_json::{parse_object, StrictError};
+use times::check_times;
+pub use times::now_seconds;
 
 pub struct ProviderVerifier {
     pub index: usize,
@@ -127,8 +132,15 @@ fn parse(token: &str) -> Result<Parsed<'_>, Reject> {
         return Err(Reject::Malformed(what));
     };
     let header_bytes = decode_b64(header_b64, "header is not base64url")?;
-    let header: Header = serde_json::from_slice(&header_bytes)
-        .map_err(|_| Reject::Malformed("header is not a JSON object"))?;
+    let header = parse_object(&header_bytes).map_err(|e| match e {
+        StrictError::NotUtf8 => Reject::Malformed("header is not UTF-8"),
+        StrictError::DuplicateMember => Reject::Malformed("duplicate member name in the header"),
+        StrictError::NotJson | StrictError::NotObject => {
+            Reject::Malformed("header is not a JSON object")
+        }
+    })?;
+    let header: Header = serde_json::from_value(Value::Object(header))
+        .map_err(|_| Reject::Malformed("header alg, kid or crit has the wrong type"))?;
     let alg_name = header.alg.ok_or(Reject::Malformed("header has no alg"))?;
     let alg = alg_name
         .parse::<Alg>()
@@ -139,8 +151,13 @@ fn parse(token: &str) -> Result<Parsed<'_>, Reject> {
         return Err(Reject::CritUnsupported(name));
     }
     let payload = decode_b64(payload_b64, "payload is not base64url")?;
-    let claims: Map<String, Value> = serde_json::from_slice(&payload)
-        .map_err(|_| Reject::Malformed("payload is not a JSON object"))?;
+    let claims = parse_object(&payload).map_err(|e| match e {
+        StrictError::NotUtf8 => Reject::Malformed("claims are not UTF-8"),
+        StrictError::DuplicateMember => Reject::Malformed("duplicate member name in the claims"),
+        StrictError::NotJson | StrictError::NotObject => {
+            Reject::Malformed("payload is not a JSON object")
+        }
+    })?;
     let signature = decode_b64(signature_b64, "signature is not base64url")?;
     Ok(Parsed {
         signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
@@ -155,12 +172,6 @@ fn decode_b64(text: &str, what: &'static str) -> Result<Vec<u8>, Reject> {
     URL_SAFE_NO_PAD
         .decode(text)
         .map_err(|_| Reject::Malformed(what))
-}
-
-pub fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Verifies tokens against the configured providers; chooses the provider by the `iss` claim.
@@ -201,6 +212,12 @@ impl Verifier {
         let exp = check_times(&parsed.claims, now, provider.skew)?;
         check_audience(provider, &parsed.claims)?;
         let user_id = match provider.user_id.get_in(&parsed.claims) {
+            // A control character in an identity could split or fold a header, and the header
+            // encoding only needs to be injective for the identities that remain. `is_control` is
+            // Unicode category Cc: C0 (TAB, CR, LF, NUL included), DEL and C1 (U+0080–U+009F).
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                return Err(Reject::ClaimInvalid(provider.user_id_claim.clone()))
+            }
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(Reject::ClaimMissing(provider.user_id_claim.clone())),
@@ -269,33 +286,6 @@ fn verify_with(
     } else {
         Reject::KeyAlgMismatch
     })
-}
-
-fn numeric_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, Reject> {
-    match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-            .map(Some)
-            .ok_or(Reject::Malformed("a time claim is not a positive number")),
-        Some(_) => Err(Reject::Malformed("a time claim is not a number")),
-    }
-}
-
-/// Returns the raw `exp` (the skew only widens acceptance, never cache lifetime). A token without `exp` is refused: a bearer token that never expires cannot be
-/// revoked.
-fn check_times(claims: &Map<String, Value>, now: u64, skew: u64) -> Result<u64, Reject> {
-    let exp = numeric_claim(claims, "exp")?.ok_or_else(|| Reject::ClaimMissing("exp".into()))?;
-    if now >= exp.saturating_add(skew) {
-        return Err(Reject::TokenExpired);
-    }
-    for name in ["nbf", "iat"] {
-        if numeric_claim(claims, name)?.is_some_and(|t| t > now.saturating_add(skew)) {
-            return Err(Reject::TokenNotYetValid);
-        }
-    }
-    Ok(exp)
 }
 
 /// Atlas semantics: every configured audience must be in `aud`, or any one of them with

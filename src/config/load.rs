@@ -222,6 +222,13 @@ fn validate(config: &Config) -> Result<(), KeyError> {
                 "must be greater than 0",
             ));
         }
+        // 0 would make every fetch fail: a provider that can never load keys.
+        if p.jwks_max_bytes == 0 {
+            return Err(KeyError::new(
+                key("jwks_max_bytes"),
+                "must be greater than 0",
+            ));
+        }
         if p.jwks_max_refresh_seconds < p.jwks_min_refresh_seconds {
             return Err(KeyError::new(
                 key("jwks_max_refresh_seconds"),

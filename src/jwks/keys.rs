@@ -7,10 +7,8 @@ use aws_lc_rs::{hmac, signature};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 /// The JWS algorithms claimgate verifies; `none` is deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,7 +111,7 @@ enum Verifier {
 pub struct VerifyKey {
     pub kid: Option<String>,
     /// SHA-256 of the key material: identifies "the same key" across JWKS refreshes.
-    fingerprint: [u8; 32],
+    pub(super) fingerprint: [u8; 32],
     verifiers: Vec<(Alg, Verifier)>,
 }
 
@@ -190,8 +188,17 @@ impl VerifyKey {
             "RSA" => {
                 let n = b64(&jwk.n, "n")?;
                 let e = b64(&jwk.e, "e")?;
+                let n = strip_leading_zeros(&n);
+                // aws-lc parses a short modulus happily and only refuses it per signature, which
+                // would leave a useless key counted as loaded and every token bad_signature.
+                let bits = rsa_bits(&n);
+                if !(2048..=8192).contains(&bits) {
+                    return Err(format!(
+                        "RSA key is {bits} bits (2048 to 8192 are accepted)"
+                    ));
+                }
                 let components = signature::RsaPublicKeyComponents {
-                    n: strip_leading_zeros(&n),
+                    n,
                     e: strip_leading_zeros(&e),
                 };
                 let mut out = Vec::new();
@@ -281,6 +288,12 @@ fn b64(field: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("{name:?} is not base64url"))
 }
 
+/// The modulus size in bits; `n` has no leading zero bytes.
+fn rsa_bits(n: &[u8]) -> usize {
+    n.first()
+        .map_or(0, |first| n.len() * 8 - first.leading_zeros() as usize)
+}
+
 fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     bytes[start..].to_vec()
@@ -306,90 +319,4 @@ pub struct Jwk {
     pub x: Option<String>,
     #[serde(default)]
     pub y: Option<String>,
-}
-
-/// A provider's usable keys at one point in time; replaced whole on refresh.
-#[derive(Debug, Default)]
-pub struct KeySet {
-    keys: Vec<Arc<VerifyKey>>,
-    by_kid: HashMap<String, usize>,
-}
-
-pub enum Lookup<'a> {
-    Found(&'a [Arc<VerifyKey>]),
-    UnknownKid,
-}
-
-impl KeySet {
-    pub fn new(keys: Vec<VerifyKey>) -> Self {
-        let keys: Vec<_> = keys.into_iter().map(Arc::new).collect();
-        let by_kid = keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| Some((k.kid.clone()?, i)))
-            .collect();
-        Self { keys, by_kid }
-    }
-
-    /// Parses a JWKS document; unusable keys are returned as warnings rather than failing the set.
-    pub fn from_jwks(body: &[u8], allowed: &[Alg]) -> Result<(Self, Vec<String>), String> {
-        #[derive(Deserialize)]
-        struct Doc {
-            keys: Vec<serde_json::Value>,
-        }
-        let doc: Doc =
-            serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
-        let mut keys = Vec::new();
-        let mut warnings = Vec::new();
-        for (i, raw) in doc.keys.into_iter().enumerate() {
-            let parsed = serde_json::from_value::<Jwk>(raw)
-                .map_err(|e| e.to_string())
-                .and_then(|jwk| {
-                    VerifyKey::from_jwk(&jwk, allowed)
-                        .map_err(|e| format!("kid {:?}: {e}", jwk.kid))
-                });
-            match parsed {
-                Ok(key) => keys.push(key),
-                Err(why) => warnings.push(format!("keys[{i}]: {why}")),
-            }
-        }
-        if keys.is_empty() {
-            return Err(format!(
-                "no usable key in the JWKS ({})",
-                warnings.join("; ")
-            ));
-        }
-        Ok((Self::new(keys), warnings))
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// With a `kid`, exactly that key; without one, every key (tried in turn, as Envoy does).
-    pub fn lookup(&self, kid: Option<&str>) -> Lookup<'_> {
-        match kid {
-            Some(kid) => match self.by_kid.get(kid) {
-                Some(&i) => Lookup::Found(std::slice::from_ref(&self.keys[i])),
-                None => Lookup::UnknownKid,
-            },
-            None => Lookup::Found(&self.keys),
-        }
-    }
-
-    /// Whether `key` (same kid, same material) is still part of this set: a cached verification
-    /// is only valid while the key that made it is still published.
-    pub fn contains(&self, key: &VerifyKey) -> bool {
-        match &key.kid {
-            Some(kid) => self
-                .by_kid
-                .get(kid)
-                .is_some_and(|&i| self.keys[i].fingerprint == key.fingerprint),
-            None => self.keys.iter().any(|k| k.fingerprint == key.fingerprint),
-        }
-    }
 }

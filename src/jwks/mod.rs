@@ -2,12 +2,14 @@
 //! refreshed in the background before they go stale, and refetched on an unknown `kid` at most
 //! once per `jwks_min_refresh_seconds`. A failed fetch never drops the last good keys.
 
+mod key_set;
 pub mod keys;
 
 use crate::config::{KeyError, ProviderConfig};
 use crate::error::error_chain;
 use crate::metrics::{Metrics, ProviderLabel};
-pub use keys::{Alg, KeySet, Lookup, VerifyKey};
+pub use key_set::{KeySet, Lookup};
+pub use keys::{Alg, VerifyKey};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -40,6 +42,8 @@ pub struct KeyStore {
     default_refresh: Duration,
     max_refresh: Duration,
     max_staleness: Duration,
+    /// `jwks_max_bytes`: caps the JWKS and discovery bodies, which come from a third party.
+    max_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -98,6 +102,7 @@ impl KeyStore {
             default_refresh: Duration::from_secs(p.jwks_refresh_seconds),
             max_refresh: Duration::from_secs(p.jwks_max_refresh_seconds),
             max_staleness: Duration::from_secs(p.jwks_max_staleness_seconds),
+            max_bytes: p.jwks_max_bytes,
             metrics,
         })
     }
@@ -218,30 +223,59 @@ impl KeyStore {
             return Err(format!("GET {uri}: HTTP {status}"));
         }
         let ttl = self.cache_ttl(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("GET {uri}: {e}"))?;
+        let body = self.read_capped(response, &uri).await?;
         let (set, warnings) = KeySet::from_jwks(&body, &self.allowed)?;
         Ok((set, ttl, warnings))
     }
 
     async fn discover(&self, issuer: &str) -> Result<String, String> {
         let url = format!("{issuer}/.well-known/openid-configuration");
-        let doc: serde_json::Value = self
+        let response = self
             .client
             .get(&url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
-            .json()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        let body = self.read_capped(response, &url).await?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))?;
         doc.get("jwks_uri")
             .and_then(|v| v.as_str())
             .map(str::to_owned)
             .ok_or_else(|| format!("{url} has no jwks_uri"))
+    }
+
+    /// The body, or an error as soon as more than `jwks_max_bytes` is announced or has arrived:
+    /// a hostile or broken endpoint must not make claimgate buffer without bound.
+    async fn read_capped(
+        &self,
+        mut response: reqwest::Response,
+        url: &str,
+    ) -> Result<Vec<u8>, String> {
+        let limit = self.max_bytes;
+        let too_large =
+            |what: String| format!("GET {url}: body {what} exceeds jwks_max_bytes ({limit} bytes)");
+        if let Some(announced) = response.content_length() {
+            if announced > limit as u64 {
+                return Err(too_large(format!("of {announced} bytes (Content-Length)")));
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(format!(
+                    "of more than {} bytes",
+                    body.len() + chunk.len()
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Honours `Cache-Control: max-age` within [min_refresh, max_refresh].
