@@ -191,4 +191,54 @@ mod tests {
             .unwrap();
         assert!(TcpStream::connect(addr).await.is_err());
     }
+
+    /// The idle timeout is about waiting for requests; a tunnel that outlives its request
+    /// (a quiet websocket) belongs to the application and must not be cut by it.
+    #[tokio::test]
+    async fn upgraded_connection_is_not_closed_by_the_idle_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServerLimits {
+            idle_timeout: Duration::from_millis(100),
+            ..ServerLimits::default()
+        };
+        let handler = |mut req: Request<Incoming>, _peer: SocketAddr| async move {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(upgrade.await.unwrap());
+                let mut buf = [0u8; 4];
+                io.read_exact(&mut buf).await.unwrap();
+                io.write_all(&buf).await.unwrap();
+            });
+            let mut response = Response::new(full(""));
+            *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert("connection", http::HeaderValue::from_static("upgrade"));
+            headers.insert("upgrade", http::HeaderValue::from_static("echo"));
+            response
+        };
+        tokio::spawn(serve(listener, limits, handler, std::future::pending()));
+
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&echoed, b"ping");
+    }
 }

@@ -256,3 +256,32 @@ async fn malformed_chunked_body_is_a_bad_request_not_an_upstream_outage() {
     assert!(!stderr.contains("upstream request failed"), "{stderr}");
     assert!(!stderr.contains("upstream_unavailable"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_h2c_header_list_is_refused_and_never_reaches_upstream() {
+    let upstream = EchoUpstream::start().await;
+    let rules = json!([{"match": {"path_prefix": "/"}, "auth": "none"}]);
+    let proxy = Proxy::start(&TestConfig::hmac(&upstream.url(), SECRET).set("/rules", rules)).await;
+    let send = |size: usize| {
+        let (proxy_url, addr) = (proxy.url.clone(), addr(&proxy));
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let request = hyper::Request::get(format!("{proxy_url}/h2-big"))
+                .header("x-big", "a".repeat(size))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            sender.send_request(request).await.map(|r| r.status())
+        }
+    };
+    // hyper's own default was 16 KiB, so before the limit was wired 60 KiB was refused here.
+    let refused = send(70 * 1024).await;
+    assert_eq!(refused.unwrap(), 431);
+    assert!(upstream.requests().is_empty());
+    assert_eq!(send(60 * 1024).await.unwrap(), 200);
+    assert_eq!(upstream.requests().len(), 1);
+}
