@@ -11,6 +11,7 @@ use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::server::ServerLimits;
 use crate::token_cache::TokenCache;
 use crate::userdata::UserData;
 use crate::userinfo::Userinfo;
@@ -150,9 +151,11 @@ impl App {
         if let Some(user_data) = &self.decider.user_data {
             tokio::spawn(user_data.clone().run(stop_rx.clone()));
         }
+        let limits = ServerLimits::from(&self.config.limits);
         let admin = self.admin.clone();
         let admin_task = tokio::spawn(crate::server::serve(
             admin_listener,
+            limits,
             move |req, _peer| {
                 let admin = admin.clone();
                 async move { admin.handle(req).await }
@@ -163,6 +166,7 @@ impl App {
             self.decider.clone(),
             self.forwarders,
             proxy_listener,
+            limits,
             &stop_rx,
         );
         shutdown.await;
@@ -182,6 +186,7 @@ fn spawn_proxy_workers(
     decider: Arc<Decider>,
     forwarders: Vec<Forwarder>,
     listener: TcpListener,
+    limits: ServerLimits,
     stop_rx: &watch::Receiver<bool>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let listener = match listener.into_std() {
@@ -203,7 +208,7 @@ fn spawn_proxy_workers(
         let (decider, forwarder, stop) = (decider.clone(), Arc::new(forwarder), stop_rx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("claimgate-proxy-{index}"))
-            .spawn(move || run_worker(listener, decider, forwarder, stop));
+            .spawn(move || run_worker(listener, limits, decider, forwarder, stop));
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(e) => {
@@ -216,6 +221,7 @@ fn spawn_proxy_workers(
 
 fn run_worker(
     listener: std::net::TcpListener,
+    limits: ServerLimits,
     decider: Arc<Decider>,
     forwarder: Arc<Forwarder>,
     stop: watch::Receiver<bool>,
@@ -240,6 +246,7 @@ fn run_worker(
         };
         crate::server::serve(
             listener,
+            limits,
             move |req, peer| {
                 let (decider, forwarder) = (decider.clone(), forwarder.clone());
                 async move { crate::doors::proxy::handle(&decider, req, peer, &forwarder).await }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 pub async fn serve_echo(listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    server::serve(listener, echo, shutdown).await;
+    server::serve(listener, server::ServerLimits::default(), echo, shutdown).await;
 }
 
 async fn echo(req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {

@@ -1,6 +1,8 @@
 //! The last step of the request path: hand an allowed request to the upstream and stream the
 //! answer back.
 
+mod client_body;
+
 use crate::config::{KeyError, UpstreamConfig};
 use crate::error::{error_chain, Body, Reject};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -129,10 +131,16 @@ impl Forwarder {
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 
+        let (body, client_body_failed) = client_body::ClientBody::new(body);
         let request = Request::from_parts(parts, body.boxed());
         let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
         {
             Ok(Ok(response)) => response,
+            // The client's fault, so neither a warning nor an upstream outage.
+            Ok(Err(error)) if client_body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                tracing::debug!(error = %error_chain(&error), "cannot read the client's request body");
+                return Err(Reject::BadRequest);
+            }
             Ok(Err(error)) => {
                 // No request headers or path here: they may carry the token.
                 tracing::warn!(

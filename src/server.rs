@@ -1,5 +1,9 @@
 //! The accept loop shared by the proxy listener and the admin listener.
 
+mod accept;
+mod idle;
+
+use crate::config::LimitsConfig;
 use crate::error::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -17,23 +21,67 @@ use tokio::net::TcpListener;
 /// a stuck client cannot hold the process up past an orchestrator's kill deadline.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accept errors are mostly resource exhaustion (EMFILE, ENFILE, ENOBUFS); retrying at once would
-/// spin the CPU without giving the process any chance to free descriptors.
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// hyper's HTTP/1 read buffer cannot be smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
+
+/// What a listener enforces on each connection before a request reaches the handler.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// How long a connection may go without a request in progress: from accept until the first
+    /// request head is complete, and between keep-alive requests (HTTP/1 and HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// Request line plus headers (HTTP/1), or the header list (HTTP/2); more is a 431.
+    pub max_header_bytes: usize,
+}
+
+impl From<&LimitsConfig> for ServerLimits {
+    fn from(limits: &LimitsConfig) -> Self {
+        Self {
+            idle_timeout: Duration::from_millis(limits.header_read_timeout_ms),
+            max_header_bytes: limits.max_header_bytes,
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self::from(&LimitsConfig::default())
+    }
+}
+
+fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);
+    // hyper only enforces its header-read timeout (slowloris protection) when it has a timer.
+    // The read buffer holds the request head while it is parsed, so capping it caps the head:
+    // hyper answers 431 when it fills up before the head is complete.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .max_buf_size(header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+    builder
+}
 
 /// Serves HTTP/1.1 (with upgrades) and h2c prior knowledge on `listener` until `shutdown`
 /// resolves, then drains open connections for at most [`DRAIN_TIMEOUT`].
-pub async fn serve<F, Fut>(listener: TcpListener, handler: F, shutdown: impl Future<Output = ()>)
-where
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    limits: ServerLimits,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper only enforces its header-read timeout (slowloris protection) when it has a timer.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    let builder = builder(limits);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
+    let mut backoff = accept::Backoff::default();
     tokio::pin!(shutdown);
 
     loop {
@@ -42,11 +90,15 @@ where
             () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff.succeeded(local);
+                accepted
+            }
             Err(error) => {
-                tracing::warn!(listener = ?local, %error, "accept failed; retrying");
+                // Open connections keep being served meanwhile: they run on their own tasks.
+                let delay = backoff.failed(local, &error);
                 tokio::select! {
-                    () = tokio::time::sleep(ACCEPT_RETRY_DELAY) => continue,
+                    () = tokio::time::sleep(delay) => continue,
                     () = &mut shutdown => break,
                 }
             }
@@ -55,19 +107,31 @@ where
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
+        let activity = idle::Activity::new();
         let handler = handler.clone();
+        let tracker = activity.clone();
         let service = service_fn(move |req| {
+            let in_flight = tracker.start();
             let response = handler(req, peer);
-            async move { Ok::<_, Infallible>(response.await) }
+            async move {
+                let response = response
+                    .await
+                    .map(|body| idle::Tracked::wrap(body, in_flight));
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            // Clients hanging up mid-request are routine for a proxy, not worth a warning.
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            match activity.run(connection, limits.idle_timeout).await {
+                // Clients hanging up mid-request are routine for a proxy, not worth a warning.
+                Some(Err(error)) => {
+                    tracing::debug!(%peer, %error, "connection ended with an error")
+                }
+                Some(Ok(())) => {}
+                None => tracing::debug!(%peer, "closed an idle connection"),
             }
         });
     }
@@ -105,7 +169,7 @@ mod tests {
             }
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, handler, async {
+        let server = tokio::spawn(serve(listener, ServerLimits::default(), handler, async {
             let _ = stop_rx.await;
         }));
 
@@ -126,5 +190,55 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    /// The idle timeout is about waiting for requests; a tunnel that outlives its request
+    /// (a quiet websocket) belongs to the application and must not be cut by it.
+    #[tokio::test]
+    async fn upgraded_connection_is_not_closed_by_the_idle_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServerLimits {
+            idle_timeout: Duration::from_millis(100),
+            ..ServerLimits::default()
+        };
+        let handler = |mut req: Request<Incoming>, _peer: SocketAddr| async move {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(upgrade.await.unwrap());
+                let mut buf = [0u8; 4];
+                io.read_exact(&mut buf).await.unwrap();
+                io.write_all(&buf).await.unwrap();
+            });
+            let mut response = Response::new(full(""));
+            *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert("connection", http::HeaderValue::from_static("upgrade"));
+            headers.insert("upgrade", http::HeaderValue::from_static("echo"));
+            response
+        };
+        tokio::spawn(serve(listener, limits, handler, std::future::pending()));
+
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&echoed, b"ping");
     }
 }

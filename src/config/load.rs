@@ -155,6 +155,19 @@ fn validate(config: &Config) -> Result<(), KeyError> {
     if config.max_token_bytes < 64 {
         return Err(KeyError::new("max_token_bytes", "must be at least 64"));
     }
+    if config.limits.header_read_timeout_ms == 0 {
+        return Err(KeyError::new(
+            "limits.header_read_timeout_ms",
+            "must be greater than 0",
+        ));
+    }
+    // hyper's HTTP/1 read buffer, which enforces the cap, has this floor and a u32 HTTP/2 field.
+    if !(8192..=16 << 20).contains(&config.limits.max_header_bytes) {
+        return Err(KeyError::new(
+            "limits.max_header_bytes",
+            "must be between 8192 and 16777216",
+        ));
+    }
     let mut issuers = std::collections::HashSet::new();
     for (i, p) in config.providers.iter().enumerate() {
         let key = |k: &str| format!("providers[{i}].{k}");

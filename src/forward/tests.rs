@@ -45,7 +45,7 @@ async fn start_proxy(upstream: UpstreamConfig) -> SocketAddr {
             }
         }
     };
-    tokio::spawn(serve(listener, handler, pending()));
+    tokio::spawn(serve(listener, Default::default(), handler, pending()));
     addr
 }
 

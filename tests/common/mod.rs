@@ -162,6 +162,18 @@ impl Proxy {
 
     /// Starts the proxy without waiting. `listen` and `admin.listen` are filled in here.
     pub fn spawn(config: &TestConfig, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_wrapped(config, &[], args, env)
+    }
+
+    /// Like [`Proxy::spawn`], with BIN run through `wrapper` (e.g. `["prlimit", "--nofile=64:64"]`)
+    /// for tests that need the process started under different limits. The wrapper must `exec`
+    /// BIN so that killing the child kills the proxy.
+    pub fn spawn_wrapped(
+        config: &TestConfig,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let (port, admin_port) = (free_port(), free_port());
         let config = config
             .clone()
@@ -172,7 +184,14 @@ impl Proxy {
         std::fs::write(&config_path, config.yaml()).unwrap();
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--config").arg(&config_path).args(args);
         // An inherited proxy setting would route the JWKS fetches away from the test server.
         for var in [
