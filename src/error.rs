@@ -29,6 +29,8 @@ pub enum Reject {
     KeysUnavailable,
     /// A rule's `allow_when` did not hold; carries the rule's name.
     Forbidden(String),
+    /// The token lacks scopes a rule needs; carries the scopes that would do.
+    ScopeMissing(Vec<String>),
     UserBlocked,
     UserExpired,
     /// `user_data.required` and the user has no document.
@@ -69,6 +71,7 @@ impl Reject {
             Reject::ClaimMissing(_) => "claim_missing",
             Reject::KeysUnavailable => "keys_unavailable",
             Reject::Forbidden(_) => "forbidden",
+            Reject::ScopeMissing(_) => "scope_missing",
             Reject::UserBlocked => "user_blocked",
             Reject::UserExpired => "user_expired",
             Reject::NoUserData => "no_user_data",
@@ -101,6 +104,7 @@ impl Reject {
         "claim_missing",
         "keys_unavailable",
         "forbidden",
+        "scope_missing",
         "user_blocked",
         "user_expired",
         "no_user_data",
@@ -138,6 +142,7 @@ impl Reject {
             Reject::ClaimMissing(field) => format!("required claim missing: {field}"),
             Reject::KeysUnavailable => "signing keys are not available yet".into(),
             Reject::Forbidden(rule) => format!("access denied by rule {rule}"),
+            Reject::ScopeMissing(scopes) => format!("missing scope: {}", scopes.join(" ")),
             Reject::UserBlocked => "user is blocked".into(),
             Reject::UserExpired => "user account has expired".into(),
             Reject::NoUserData => "no user data".into(),
@@ -164,6 +169,7 @@ impl Reject {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Reject::Forbidden(_)
+            | Reject::ScopeMissing(_)
             | Reject::UserBlocked
             | Reject::UserExpired
             | Reject::NoUserData => StatusCode::FORBIDDEN,
@@ -210,11 +216,16 @@ impl Reject {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
             ) =>
             {
-                Some(format!(
+                let mut challenge = format!(
                     "Bearer error=\"{}\", error_description=\"{}\"",
                     self.oauth_error(),
                     quoted_string_safe(&description)
-                ))
+                );
+                // RFC 6750 §3: the scopes that would grant access.
+                if let Reject::ScopeMissing(scopes) = &self {
+                    challenge.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
+                }
+                Some(challenge)
             }
             _ => None,
         };
@@ -284,6 +295,18 @@ mod tests {
         assert_eq!(
             challenge,
             "Bearer error=\"invalid_token\", error_description=\"token expired\""
+        );
+    }
+
+    #[test]
+    fn missing_scopes_are_named_in_the_challenge() {
+        let r = Reject::ScopeMissing(vec!["read".into(), "write".into()]).into_response();
+        assert_eq!(r.status(), 403);
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer error=\"insufficient_scope\", error_description=\"missing scope: read write\", \
+             scope=\"read write\""
         );
     }
 

@@ -222,9 +222,11 @@ impl Verifier {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(Reject::ClaimMissing(provider.user_id_claim.clone())),
         };
+        let mut claims = parsed.claims;
+        crate::scopes::normalize(&mut claims);
         Ok(Verified {
             user_id,
-            claims: Arc::new(parsed.claims),
+            claims: Arc::new(claims),
             proof: Proof {
                 provider: provider.index,
                 exp,

@@ -25,6 +25,12 @@ pub struct RuleConfig {
     /// Atlas JSON expression over `%%user`, `%%token` and `%%request`.
     #[serde(default)]
     pub allow_when: Option<serde_json::Value>,
+    /// OAuth scopes the token must all grant (`scope` or `scp`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// OAuth scopes of which the token must grant at least one.
+    #[serde(default)]
+    pub scopes_any: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -26,6 +26,7 @@ pub use path::{check_unruled, judge, normalize_path, JudgedPath};
 use crate::config::{AuthMode, KeyError, PathsConfig, RuleConfig, RuleMatch};
 use crate::error::Reject;
 use crate::expansion::{Context, Scope};
+use crate::scopes::Required;
 
 /// The compiled `rules` section.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +43,7 @@ pub struct Rule {
     pub auth: AuthMode,
     matcher: Matcher,
     allow_when: Option<Expr>,
+    scopes: Required,
 }
 
 #[derive(Debug, Clone)]
@@ -106,9 +108,7 @@ impl Policy {
 
     /// Whether any rule reads the token's claims at request time.
     pub fn needs_claims(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.allow_when.as_ref().is_some_and(Expr::needs_claims))
+        self.rules.iter().any(Rule::needs_claims)
     }
 
     /// Whether any rule reads the mapped metadata fields at request time.
@@ -145,11 +145,19 @@ impl Rule {
                         .map_err(|e| KeyError::new(format!("{key}.allow_when"), e))?,
                 ),
             };
+        let scopes = Required::new(&cfg.scopes, &cfg.scopes_any, key)?;
+        if !scopes.is_empty() && cfg.auth != AuthMode::Required {
+            return Err(KeyError::new(
+                format!("{key}.scopes"),
+                "needs `auth: required` (without a verified token no scope is granted)",
+            ));
+        }
         Ok(Self {
             name,
             auth: cfg.auth,
             matcher,
             allow_when,
+            scopes,
         })
     }
 
@@ -158,8 +166,15 @@ impl Rule {
         self.allow_when.as_ref().is_some_and(Expr::needs_user_data)
     }
 
-    /// `Ok` when the rule has no `allow_when` or it holds; otherwise `Forbidden(name)`.
+    /// Whether the rule reads the token's claims at request time (scopes live there).
+    fn needs_claims(&self) -> bool {
+        !self.scopes.is_empty() || self.allow_when.as_ref().is_some_and(Expr::needs_claims)
+    }
+
+    /// Scopes first (`ScopeMissing`, naming what would do), then `allow_when`
+    /// (`Forbidden(name)`); `Ok` when the rule asks for neither.
     pub fn check(&self, ctx: &Context<'_>) -> Result<(), Reject> {
+        self.scopes.check(ctx)?;
         match &self.allow_when {
             Some(expr) if !expr.eval(ctx) => Err(Reject::Forbidden(self.name.clone())),
             _ => Ok(()),

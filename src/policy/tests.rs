@@ -65,6 +65,8 @@ fn rule(
         },
         auth,
         allow_when: allow,
+        scopes: Vec::new(),
+        scopes_any: Vec::new(),
     }
 }
 
