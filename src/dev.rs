@@ -119,6 +119,7 @@ pub fn config(
             url: format!("http://{upstream}"),
             timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
+            protocol: Default::default(),
         },
         admin: AdminConfig { listen: admin },
         providers: vec![ProviderConfig {

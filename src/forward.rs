@@ -3,7 +3,7 @@
 
 mod client_body;
 
-use crate::config::{KeyError, UpstreamConfig};
+use crate::config::{KeyError, UpstreamConfig, UpstreamProtocol};
 use crate::error::{error_chain, Body, Reject};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
@@ -43,7 +43,10 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct Forwarder {
-    client: Client<HttpConnector, Body>,
+    http1: Client<HttpConnector, Body>,
+    /// Cleartext HTTP/2 (prior knowledge), for `protocol: h2c | auto`.
+    h2c: Option<Client<HttpConnector, Body>>,
+    protocol: UpstreamProtocol,
     authority: Authority,
     /// Prefix from the upstream URL, without trailing slash; empty when the URL has no path.
     base_path: String,
@@ -75,15 +78,26 @@ impl Forwarder {
             (upstream.connect_timeout_ms > 0)
                 .then(|| Duration::from_millis(upstream.connect_timeout_ms)),
         );
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // Without a timer the pool never evicts idle connections.
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+            .pool_timer(TokioTimer::new());
+        let http1 = builder.build(connector.clone());
+        let h2c = (upstream.protocol != UpstreamProtocol::Http1).then(|| {
+            builder
+                .http2_only(true)
+                // gRPC streams can sit idle for long; pings tell a dead upstream from a quiet one.
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .timer(TokioTimer::new())
+                .build(connector)
+        });
 
         Ok(Self {
-            client,
+            http1,
+            h2c,
+            protocol: upstream.protocol,
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(upstream.timeout_ms),
@@ -98,7 +112,13 @@ impl Forwarder {
         peer: SocketAddr,
     ) -> Result<Response<Body>, Reject> {
         let upgrade = requested_upgrade(req.headers());
+        let (client, version) = self.client_for(req.version());
+        // An HTTP/2 upstream has no upgrade mechanism to pass a WebSocket handshake on to.
+        if upgrade.is_some() && version == Version::HTTP_2 {
+            return Err(Reject::BadUpgrade);
+        }
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let trailers_wanted = accepts_trailers(req.headers());
         let (mut parts, body) = req.into_parts();
 
         // h2 clients carry the host in :authority only; HTTP/1 upstreams need it as Host.
@@ -110,10 +130,15 @@ impl Forwarder {
             tracing::warn!(upstream = %self.authority, %error, "cannot build upstream URI");
             Reject::UpstreamUnavailable
         })?;
-        // The upstream speaks HTTP/1.1 whatever the client spoke.
-        parts.version = Version::HTTP_11;
+        parts.version = version;
 
         strip_hop_by_hop(&mut parts.headers);
+        // gRPC servers insist on `te: trailers`, the one TE value HTTP/2 allows (RFC 9113 §8.2.2).
+        if version == Version::HTTP_2 && trailers_wanted {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(protocol) = upgrade {
             parts
                 .headers
@@ -133,8 +158,7 @@ impl Forwarder {
 
         let (body, client_body_failed) = client_body::ClientBody::new(body);
         let request = Request::from_parts(parts, body.boxed());
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
-        {
+        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
             Ok(Ok(response)) => response,
             // The client's fault, so neither a warning nor an upstream outage.
             Ok(Err(error)) if client_body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -166,6 +190,19 @@ impl Forwarder {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// The pool and HTTP version for a request the client sent as `client_version`.
+    fn client_for(&self, client_version: Version) -> (&Client<HttpConnector, Body>, Version) {
+        let h2 = match self.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Auto => client_version == Version::HTTP_2,
+        };
+        match (&self.h2c, h2) {
+            (Some(h2c), true) => (h2c, Version::HTTP_2),
+            _ => (&self.http1, Version::HTTP_11),
+        }
     }
 
     fn upstream_uri(&self, original: &Uri) -> Result<Uri, http::Error> {
@@ -266,6 +303,15 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
         .flat_map(|value| value.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
         .collect()
+}
+
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
 }
 
 /// The protocol asked for by an HTTP/1.1 upgrade (`Connection: upgrade` + `Upgrade: x`).

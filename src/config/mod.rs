@@ -85,6 +85,21 @@ pub struct UpstreamConfig {
     pub timeout_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// How requests travel to the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 whatever the client spoke.
+    #[default]
+    Http1,
+    /// Cleartext HTTP/2 (prior knowledge) whatever the client spoke: gRPC services.
+    H2c,
+    /// The client's protocol: HTTP/2 clients over h2c, the others over HTTP/1.1.
+    Auto,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,7 +2,7 @@
 //! the trusted ones, or answer the rejection.
 
 use crate::decision::{Admission, Decider, Decision};
-use crate::error::{Body, Reject};
+use crate::error::{is_grpc, Body};
 use crate::forward::{strip_connection_listed, Forwarder};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -16,6 +16,7 @@ pub async fn handle(
     forwarder: &Forwarder,
 ) -> Response<Body> {
     let started = Instant::now();
+    let grpc = is_grpc(req.headers());
     // Strip first: no path, rejected or allowed, may carry a client-chosen identity.
     decider.strip_identity_headers(req.headers_mut());
     // A `Connection: x-user-id` must not be able to make the forwarder drop injected headers.
@@ -49,5 +50,8 @@ pub async fn handle(
         peer,
         started,
     );
-    answer.unwrap_or_else(Reject::into_response)
+    answer.unwrap_or_else(|reject| match grpc {
+        true => reject.into_grpc_response(),
+        false => reject.into_response(),
+    })
 }

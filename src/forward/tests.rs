@@ -29,6 +29,7 @@ fn upstream(url: String, timeout_ms: u64) -> UpstreamConfig {
         url,
         timeout_ms,
         connect_timeout_ms: 1_000,
+        protocol: Default::default(),
     }
 }
 
