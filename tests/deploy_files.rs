@@ -18,14 +18,14 @@ const DRAIN_SECONDS: u64 = 30;
 #[test]
 fn every_manifest_runs_claimgate_from_its_configmap() {
     let all = manifests();
-    for names in [
+    for file in [
         "sidecar.yaml",
         "forward-auth-ingress-nginx.yaml",
         "istio-ext-authz.yaml",
     ] {
         assert!(
-            all.iter().any(|m| m.file == names),
-            "config/k8s/{names} is missing"
+            all.iter().any(|m| m.file == file),
+            "config/k8s/{file} is missing"
         );
     }
     for m in &all {
