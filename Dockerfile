@@ -32,7 +32,8 @@ RUN find src -name '*.rs' -exec touch {} + \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /claimgate /usr/local/bin/claimgate
 COPY config/claimgate.yaml /etc/claimgate/claimgate.yaml
-USER nonroot:nonroot
+# Numeric, so the kubelet can verify runAsNonRoot (65532 is distroless "nonroot"); config/k8s/ uses it.
+USER 65532:65532
 # 8080: the proxy. 9901: /healthz, /readyz, /metrics (set admin.listen to 0.0.0.0:9901 to reach it).
 EXPOSE 8080 9901
 ENTRYPOINT ["/usr/local/bin/claimgate"]
