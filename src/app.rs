@@ -12,6 +12,7 @@ use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::server::ServerLimits;
+use crate::tls::Tls;
 use crate::token_cache::TokenCache;
 use crate::userdata::UserData;
 use crate::userinfo::Userinfo;
@@ -29,6 +30,8 @@ pub struct App {
     pub decider: Arc<Decider>,
     pub admin: Arc<Admin>,
     pub key_stores: Vec<Arc<KeyStore>>,
+    /// The proxy listener's TLS, when configured.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl App {
@@ -121,12 +124,19 @@ impl App {
         let admin = Arc::new(Admin {
             decider: decider.clone(),
             key_stores: key_stores.clone(),
-            metrics,
+            metrics: metrics.clone(),
             dev,
         });
+        let tls = match &config.tls {
+            Some(cfg) => Some(Arc::new(Tls::new(
+                cfg,
+                metrics.tls_handshake_errors.clone(),
+            )?)),
+            None => None,
+        };
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let forwarders = (0..workers)
-            .map(|_| Forwarder::new(&config.upstream))
+            .map(|_| Forwarder::new(&config.upstream).map(|f| f.behind_tls(tls.is_some())))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             config,
@@ -134,6 +144,7 @@ impl App {
             decider,
             admin,
             key_stores,
+            tls,
         })
     }
 
@@ -151,6 +162,9 @@ impl App {
         if let Some(user_data) = &self.decider.user_data {
             tokio::spawn(user_data.clone().run(stop_rx.clone()));
         }
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.clone().watch_files(stop_rx.clone()));
+        }
         let limits = ServerLimits::from(&self.config.limits);
         let admin = self.admin.clone();
         let admin_task = tokio::spawn(crate::server::serve(
@@ -167,6 +181,7 @@ impl App {
             self.forwarders,
             proxy_listener,
             limits,
+            self.tls.clone(),
             &stop_rx,
         );
         shutdown.await;
@@ -187,6 +202,7 @@ fn spawn_proxy_workers(
     forwarders: Vec<Forwarder>,
     listener: TcpListener,
     limits: ServerLimits,
+    tls: Option<Arc<Tls>>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let listener = match listener.into_std() {
@@ -206,9 +222,10 @@ fn spawn_proxy_workers(
             }
         };
         let (decider, forwarder, stop) = (decider.clone(), Arc::new(forwarder), stop_rx.clone());
+        let tls = tls.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("claimgate-proxy-{index}"))
-            .spawn(move || run_worker(listener, limits, decider, forwarder, stop));
+            .spawn(move || run_worker(listener, limits, tls, decider, forwarder, stop));
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(e) => {
@@ -222,6 +239,7 @@ fn spawn_proxy_workers(
 fn run_worker(
     listener: std::net::TcpListener,
     limits: ServerLimits,
+    tls: Option<Arc<Tls>>,
     decider: Arc<Decider>,
     forwarder: Arc<Forwarder>,
     stop: watch::Receiver<bool>,
@@ -244,9 +262,10 @@ fn run_worker(
                 return;
             }
         };
-        crate::server::serve(
+        crate::server::serve_tls(
             listener,
             limits,
+            tls,
             move |req, peer| {
                 let (decider, forwarder) = (decider.clone(), forwarder.clone());
                 async move { crate::doors::proxy::handle(&decider, req, peer, &forwarder).await }

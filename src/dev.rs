@@ -189,5 +189,6 @@ pub fn config(
         }),
         limits: Default::default(),
         paths: Default::default(),
+        tls: None,
     }
 }

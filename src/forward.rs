@@ -47,6 +47,8 @@ pub struct Forwarder {
     /// Cleartext HTTP/2 (prior knowledge), for `protocol: h2c | auto`.
     h2c: Option<Client<HttpConnector, Body>>,
     protocol: UpstreamProtocol,
+    /// `X-Forwarded-Proto`: how clients reach the listener.
+    client_scheme: HeaderValue,
     authority: Authority,
     /// Prefix from the upstream URL, without trailing slash; empty when the URL has no path.
     base_path: String,
@@ -98,10 +100,19 @@ impl Forwarder {
             http1,
             h2c,
             protocol: upstream.protocol,
+            client_scheme: HeaderValue::from_static("http"),
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(upstream.timeout_ms),
         })
+    }
+
+    /// For a listener that serves TLS: the upstream is told `X-Forwarded-Proto: https`.
+    pub fn behind_tls(mut self, tls: bool) -> Self {
+        if tls {
+            self.client_scheme = HeaderValue::from_static("https");
+        }
+        self
     }
 
     /// `req` already had identity headers stripped/injected by the caller. `peer` is the client
@@ -154,7 +165,7 @@ impl Forwarder {
         append_forwarded_for(&mut parts.headers, peer);
         parts
             .headers
-            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            .insert(X_FORWARDED_PROTO, self.client_scheme.clone());
 
         let (body, client_body_failed) = client_body::ClientBody::new(body);
         let request = Request::from_parts(parts, body.boxed());

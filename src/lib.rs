@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod policy;
 pub mod scopes;
 pub mod server;
+pub mod tls;
 pub mod token_cache;
 pub mod upgrade;
 pub mod userdata;

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub token_cache_hits: Counter,
     pub token_cache_misses: Counter,
     pub token_cache_hit_ratio: Gauge<f64, AtomicU64>,
+    pub tls_handshake_errors: Counter,
     pub user_data: UserDataMetrics,
 }
 
@@ -133,6 +134,12 @@ impl Metrics {
             "Verified-token cache hits / lookups since start",
             token_cache_hit_ratio.clone(),
         );
+        let tls_handshake_errors = Counter::default();
+        registry.register(
+            "tls_handshake_errors",
+            "TLS handshakes on the proxy listener that failed or timed out",
+            tls_handshake_errors.clone(),
+        );
         let user_data = UserDataMetrics::default();
         let u = &user_data;
         registry.register(
@@ -197,6 +204,7 @@ impl Metrics {
             token_cache_hits,
             token_cache_misses,
             token_cache_hit_ratio,
+            tls_handshake_errors,
         }
     }
 

@@ -5,16 +5,19 @@ mod idle;
 
 use crate::config::LimitsConfig;
 use crate::error::Body;
+use crate::tls::Tls;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 /// Open connections get this long to finish once shutdown starts; after that they are dropped so
@@ -78,6 +81,22 @@ pub async fn serve<F, Fut>(
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_tls(listener, limits, None, handler, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is set (HTTP/2 or HTTP/1.1 by ALPN). The handshake must finish
+/// within the idle timeout, like a request head; a failed one is counted and ends only its
+/// connection.
+pub async fn serve_tls<F, Fut>(
+    listener: TcpListener,
+    limits: ServerLimits,
+    tls: Option<Arc<Tls>>,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let builder = builder(limits);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
@@ -107,31 +126,18 @@ pub async fn serve<F, Fut>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
-        let activity = idle::Activity::new();
-        let handler = handler.clone();
-        let tracker = activity.clone();
-        let service = service_fn(move |req| {
-            let in_flight = tracker.start();
-            let response = handler(req, peer);
-            async move {
-                let response = response
-                    .await
-                    .map(|body| idle::Tracked::wrap(body, in_flight));
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, handler, watcher) = (builder.clone(), handler.clone(), graceful.watcher());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match activity.run(connection, limits.idle_timeout).await {
-                // Clients hanging up mid-request are routine for a proxy, not worth a warning.
-                Some(Err(error)) => {
-                    tracing::debug!(%peer, %error, "connection ended with an error")
+            let Some(tls) = tls else {
+                return serve_connection(builder, stream, peer, limits, handler, watcher).await;
+            };
+            match tokio::time::timeout(limits.idle_timeout, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(builder, stream, peer, limits, handler, watcher).await
                 }
-                Some(Ok(())) => {}
-                None => tracing::debug!(%peer, "closed an idle connection"),
+                Ok(Err(error)) => tls.handshake_failed(peer, &error.to_string()),
+                Err(_) => tls.handshake_failed(peer, "no handshake within the idle timeout"),
             }
         });
     }
@@ -143,6 +149,41 @@ pub async fn serve<F, Fut>(
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!(listener = ?local, "connections still open after drain timeout; closing");
         }
+    }
+}
+
+/// Serves one accepted connection until it ends, is idle too long, or the drain ends it.
+async fn serve_connection<IO, F, Fut>(
+    builder: auto::Builder<TokioExecutor>,
+    io: IO,
+    peer: SocketAddr,
+    limits: ServerLimits,
+    handler: F,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let activity = idle::Activity::new();
+    let tracker = activity.clone();
+    let service = service_fn(move |req| {
+        let in_flight = tracker.start();
+        let response = handler(req, peer);
+        async move {
+            let response = response
+                .await
+                .map(|body| idle::Tracked::wrap(body, in_flight));
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = watcher.watch(connection.into_owned());
+    match activity.run(connection, limits.idle_timeout).await {
+        // Clients hanging up mid-request are routine for a proxy, not worth a warning.
+        Some(Err(error)) => tracing::debug!(%peer, %error, "connection ended with an error"),
+        Some(Ok(())) => {}
+        None => tracing::debug!(%peer, "closed an idle connection"),
     }
 }
 

@@ -45,6 +45,22 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub paths: PathsConfig,
+    /// Serve the proxy listener over TLS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The proxy listener's certificate; both files are re-read when they change on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: std::path::PathBuf,
+    /// How often the files are checked for a change (cert-manager rotates Secrets in place).
+    #[serde(default = "default_tls_reload_seconds")]
+    pub reload_seconds: u64,
 }
 
 /// Bounds on what a client may make the proxy hold before a request is admitted.
@@ -296,6 +312,9 @@ fn default_jwks_max_staleness() -> u64 {
 }
 fn default_jwks_timeout_ms() -> u64 {
     5_000
+}
+fn default_tls_reload_seconds() -> u64 {
+    10
 }
 fn default_jwks_max_bytes() -> usize {
     1024 * 1024

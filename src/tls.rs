@@ -1,0 +1,154 @@
+//! TLS for the proxy listener: rustls (aws-lc-rs), HTTP/2 and HTTP/1.1 by ALPN, and a
+//! certificate that is re-read when its files change on disk, without dropping a connection: a
+//! handshake picks up whatever pair is current. A broken new pair is logged and the old one keeps
+//! serving.
+
+use crate::config::{KeyError, TlsConfig};
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_rustls::rustls::crypto::aws_lc_rs;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+/// The current certificate, swapped whole when the files change.
+#[derive(Debug)]
+struct Current {
+    key: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.key.load_full())
+    }
+}
+
+/// The listener's TLS: an acceptor whose certificate follows the files.
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
+    handshake_errors: Counter,
+    current: Arc<Current>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    reload: Duration,
+    /// The bytes the current pair was loaded from, to notice a change.
+    loaded: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Tls {
+    /// Loads the pair once (a bad pair is a startup error naming the file and reason).
+    pub fn new(cfg: &TlsConfig, handshake_errors: Counter) -> Result<Self, KeyError> {
+        let (cert_pem, key_pem) = read_pair(&cfg.cert_file, &cfg.key_file)?;
+        let key = certified_key(&cert_pem, &key_pem)?;
+        let current = Arc::new(Current {
+            key: ArcSwap::from_pointee(key),
+        });
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| KeyError::new("tls", format!("cannot set up TLS: {e}")))?
+                .with_no_client_auth()
+                .with_cert_resolver(current.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            handshake_errors,
+            current,
+            cert_file: cfg.cert_file.clone(),
+            key_file: cfg.key_file.clone(),
+            reload: Duration::from_secs(cfg.reload_seconds.max(1)),
+            loaded: std::sync::Mutex::new((cert_pem, key_pem)),
+        })
+    }
+
+    /// A client that cannot complete a handshake only loses its own connection; it is counted
+    /// (`claimgate_tls_handshake_errors_total`) and logged at debug, since scanners make many.
+    pub fn handshake_failed(&self, peer: std::net::SocketAddr, error: &str) {
+        self.handshake_errors.inc();
+        tracing::debug!(%peer, error, "TLS handshake failed");
+    }
+
+    /// Re-reads the files every `reload_seconds` until `stop` turns true. Reading the contents
+    /// (not the modification time) catches Kubernetes' symlink swap of a mounted Secret.
+    pub async fn watch_files(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.reload) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            self.reload_if_changed();
+        }
+    }
+
+    /// Swaps in the pair on disk if it differs from the loaded one and is valid.
+    pub fn reload_if_changed(&self) {
+        let Ok(mut loaded) = self.loaded.lock() else {
+            return;
+        };
+        let pair = match read_pair(&self.cert_file, &self.key_file) {
+            Ok(pair) if pair == *loaded => return,
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::error!(key = %error.key, reason = %error.reason, "cannot re-read the TLS certificate; the previous one keeps serving");
+                return;
+            }
+        };
+        match certified_key(&pair.0, &pair.1) {
+            Ok(key) => {
+                self.current.key.store(Arc::new(key));
+                *loaded = pair;
+                tracing::info!(cert_file = %self.cert_file.display(), "TLS certificate reloaded");
+            }
+            Err(error) => {
+                tracing::error!(key = %error.key, reason = %error.reason, "new TLS certificate refused; the previous one keeps serving");
+                // Not remembered as loaded: a fixed file with the same bytes as before is fine.
+            }
+        }
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), KeyError> {
+    let read = |path: &Path, field: &str| {
+        std::fs::read(path).map_err(|e| {
+            KeyError::new(
+                format!("tls.{field}"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })
+    };
+    Ok((read(cert, "cert_file")?, read(key, "key_file")?))
+}
+
+/// Parses the PEM pair and checks that the key belongs to the leaf certificate.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, KeyError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            KeyError::new(
+                "tls.cert_file",
+                format!("is not a PEM certificate chain: {e}"),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(KeyError::new("tls.cert_file", "holds no certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        KeyError::new(
+            "tls.key_file",
+            format!("is not a PEM private key (PKCS#8, RSA or EC): {e}"),
+        )
+    })?;
+    let provider = aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| KeyError::new("tls.key_file", format!("does not fit tls.cert_file: {e}")))
+}
