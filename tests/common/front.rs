@@ -42,9 +42,16 @@ pub const NGINX_LOCATIONS: &str = r#"
 /// The README's Caddyfile site block (section "Deploy" → Caddy), for Caddy 2.6.
 pub const CADDY_SITE: &str = r#"
     route {
-        # Whatever the answer, the client's own copies never reach the upstream.
+        # Whatever the answer, the client's own copies never reach the upstream, nor the `_`
+        # spellings that CGI, WSGI, PHP and Rack read as the same header.
         request_header -X-User-Id
+        request_header -X_User_Id
+        request_header -X-User_Id
+        request_header -X_User-Id
         request_header -X-Claimgate-User
+        request_header -X_Claimgate_User
+        request_header -X-Claimgate_User
+        request_header -X_Claimgate-User
         forward_auth CLAIMGATE {
             uri /_claimgate
             copy_headers X-User-Id X-Claimgate-User
