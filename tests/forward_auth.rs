@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::front::FrontProxy;
+use common::front::{assert_no_identity, echoed, traefik, FrontProxy};
 use common::raw::{self, RawResponse};
 use common::*;
 use serde_json::json;
@@ -72,19 +72,6 @@ fn expect(resp: &RawResponse, status: u16, reason: &str, what: &str) {
             "{what}: {resp:?}"
         );
     }
-}
-
-/// Neither claimgate's identity headers nor any client-sent spelling of them reached the upstream.
-fn assert_no_identity(echo: &Echo) {
-    for name in ["x-user-id", "x-claimgate-user", "x_user_id", "x-user_id"] {
-        assert!(!echo.has_header(name), "{name}: {echo:?}");
-    }
-}
-
-/// What the upstream saw, from the echo in the body of a 200 that went through a front proxy.
-fn echoed(resp: &RawResponse, what: &str) -> Echo {
-    assert_eq!(resp.status, 200, "{what}: {resp:?}");
-    Echo::from_json(&serde_json::from_str(&resp.body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,17 +207,6 @@ async fn caddy_forward_auth_injects_identity_and_passes_rejections() {
 /// `method path` straight to claimgate, as a front proxy's subrequest.
 async fn subrequest(env: &Env, method: &str, path: &str, headers: &[String]) -> RawResponse {
     raw::request(&env.claimgate.url, method, path, headers).await
-}
-
-/// The headers Traefik v3's `forwardAuth` sets (v2 sends the same five) for `method uri`.
-fn traefik(method: &str, uri: &str) -> Vec<String> {
-    vec![
-        format!("X-Forwarded-Method: {method}"),
-        "X-Forwarded-Proto: https".into(),
-        "X-Forwarded-Host: app.example.com".into(),
-        format!("X-Forwarded-Uri: {uri}"),
-        "X-Forwarded-For: 203.0.113.7".into(),
-    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! child process from a temp dir with the configuration the README shows. `CLAIMGATE` and
 //! `UPSTREAM` in the snippets stand for `host:port`.
 
+use super::raw::RawResponse;
+use super::Echo;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -194,4 +196,28 @@ fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// Neither claimgate's identity headers nor any client-sent spelling of them reached the upstream.
+pub fn assert_no_identity(echo: &Echo) {
+    for name in ["x-user-id", "x-claimgate-user", "x_user_id", "x-user_id"] {
+        assert!(!echo.has_header(name), "{name}: {echo:?}");
+    }
+}
+
+/// What the upstream saw, from the echo in the body of a 200 that went through a front proxy.
+pub fn echoed(resp: &RawResponse, what: &str) -> Echo {
+    assert_eq!(resp.status, 200, "{what}: {resp:?}");
+    Echo::from_json(&serde_json::from_str(&resp.body).unwrap())
+}
+
+/// The headers Traefik v3's `forwardAuth` sets (v2 sends the same five) for `method uri`.
+pub fn traefik(method: &str, uri: &str) -> Vec<String> {
+    vec![
+        format!("X-Forwarded-Method: {method}"),
+        "X-Forwarded-Proto: https".into(),
+        "X-Forwarded-Host: app.example.com".into(),
+        format!("X-Forwarded-Uri: {uri}"),
+        "X-Forwarded-For: 203.0.113.7".into(),
+    ]
 }
