@@ -302,8 +302,14 @@ async fn callers_outside_trusted_proxies_are_refused_before_anything_else() {
         "untrusted_proxy",
         "even before the headers are read",
     );
-    let metrics = env.claimgate.metrics().await;
-    assert!(metrics.contains("untrusted_proxy"), "{metrics}");
+    // Counted like any refusal, by the same Decider::record as the proxy door.
+    let text = env.claimgate.metrics().await;
+    let count = metric(
+        &text,
+        "claimgate_requests_total",
+        &[("outcome", "untrusted_proxy")],
+    );
+    assert_eq!(count, Some(2.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

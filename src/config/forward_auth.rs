@@ -107,3 +107,52 @@ pub(super) fn validate(config: &super::Config) -> Result<(), super::KeyError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse_str, KeyError};
+
+    const PROVIDERS: &str =
+        "providers:\n  - {name: a, issuer: 'https://a', jwks_uri: 'https://a/j'}\n";
+
+    fn error(head: &str) -> KeyError {
+        parse_str(&format!("{head}{PROVIDERS}"), &|_| None).unwrap_err()
+    }
+
+    #[test]
+    fn mode_upstream_and_forward_auth_must_agree() {
+        let e = error("mode: forward_auth\n");
+        assert_eq!(e.key, "forward_auth.original_request");
+        let e = error("mode: forward_auth\nforward_auth: {max_body_bytes: 10}\n");
+        assert_eq!(e.key, "forward_auth.original_request");
+        assert_eq!(error("").key, "upstream");
+        let e =
+            error("upstream: {url: 'http://u'}\nforward_auth: {original_request: x_forwarded}\n");
+        assert_eq!(e.key, "forward_auth");
+        let e = error("mode: forward_auth\nforward_auth: {original_request: x_forwarded_uri}\n");
+        assert!(e.reason.contains("unknown variant"), "{e:?}");
+    }
+
+    #[test]
+    fn path_prefix_is_for_subrequest_and_a_clean_prefix() {
+        let fa = |rest: &str| format!("mode: forward_auth\nforward_auth: {{{rest}}}\n");
+        let e = error(&fa("original_request: x_forwarded, path_prefix: /_authz"));
+        assert_eq!(e.key, "forward_auth.path_prefix");
+        for prefix in ["_authz", "/_authz/", "/a?b"] {
+            let e = error(&fa(&format!(
+                "original_request: subrequest, path_prefix: '{prefix}'"
+            )));
+            assert_eq!(e.key, "forward_auth.path_prefix", "{prefix}");
+        }
+        let ok = format!(
+            "{}{PROVIDERS}",
+            fa("original_request: subrequest, path_prefix: /_authz")
+        );
+        let config = parse_str(&ok, &|_| None).unwrap();
+        assert!(config.upstream.is_none());
+        assert_eq!(
+            error(&fa("original_request: subrequest, trusted_proxies: []")).key,
+            "forward_auth.trusted_proxies"
+        );
+    }
+}
