@@ -5,63 +5,10 @@
 
 mod common;
 
-use common::front::{assert_no_identity, echoed, traefik, FrontProxy};
+use common::front::{assert_no_identity, echoed, setup, traefik, Env, FrontProxy};
 use common::raw::{self, RawResponse};
 use common::*;
 use serde_json::json;
-
-struct Env {
-    key: SigningKey,
-    upstream: EchoUpstream,
-    _jwks: JwksServer,
-    claimgate: Proxy,
-}
-
-/// claimgate in forward-auth mode: `/admin` needs `role: admin`, `/public` nothing, `/opt` an
-/// optional token; identity headers `X-User-Id` and `X-Claimgate-User`.
-async fn setup(original_request: &str, edit: impl FnOnce(TestConfig) -> TestConfig) -> Env {
-    let key = SigningKey::es256("ec");
-    let upstream = EchoUpstream::start().await;
-    let jwks_server = JwksServer::start(jwks(&[&key])).await;
-    let mut config = TestConfig::jwks(&upstream.url(), &jwks_server.uri())
-        .set("/mode", "forward_auth")
-        .set("/forward_auth/original_request", original_request)
-        .set("/forward/headers", json!({"X-User-Id": "%%user.id"}))
-        .set("/userinfo/path", "/.claimgate/userinfo")
-        .set(
-            "/rules",
-            json!([
-                {"name": "admins", "match": {"path_prefix": "/admin"},
-                 "allow_when": {"%%token.role": "admin"}},
-                {"match": {"path_prefix": "/public"}, "auth": "none"},
-                {"match": {"path_prefix": "/opt"}, "auth": "optional"},
-            ]),
-        );
-    // Nothing is forwarded in this mode, so the upstream is the front proxy's business.
-    config.0.as_object_mut().unwrap().remove("upstream");
-    let claimgate = Proxy::start(&edit(config)).await;
-    Env {
-        key,
-        upstream,
-        _jwks: jwks_server,
-        claimgate,
-    }
-}
-
-impl Env {
-    fn bearer(&self, role: &str) -> String {
-        let token = self.key.sign(&Claims::new().set("role", role));
-        format!("Authorization: Bearer {token}")
-    }
-
-    fn claimgate_addr(&self) -> &str {
-        self.claimgate.url.trim_start_matches("http://")
-    }
-
-    fn upstream_addr(&self) -> String {
-        self.upstream.url().trim_start_matches("http://").to_owned()
-    }
-}
 
 fn expect(resp: &RawResponse, status: u16, reason: &str, what: &str) {
     assert_eq!(resp.status, status, "{what}: {resp:?}");
@@ -377,18 +324,35 @@ fn forward_auth_config_errors_name_their_key() {
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let err = check(format!("mode: forward_auth\n{base}"));
-    assert!(err.contains("forward_auth.original_request"), "{err}");
-    let err = check(format!(
-        "mode: forward_auth\nforward_auth: {{trusted_proxies: [10.0.0.0/8]}}\n{base}"
-    ));
-    assert!(err.contains("forward_auth.original_request"), "{err}");
-    let err = check(base.to_owned());
-    assert!(
-        err.contains("upstream") && err.contains("mode: proxy"),
-        "{err}"
-    );
-    let fa = "mode: forward_auth\nforward_auth: {original_request: x_forwarded, trusted_proxies: [pods]}\n";
-    let err = check(format!("{fa}{base}"));
-    assert!(err.contains("forward_auth.trusted_proxies[0]"), "{err}");
+    let cases = [
+        ("mode: forward_auth\n", "forward_auth.original_request"),
+        (
+            "mode: forward_auth\nforward_auth: {trusted_proxies: [10.0.0.0/8]}\n",
+            "forward_auth.original_request",
+        ),
+        ("", "upstream: is required with `mode: proxy`"),
+        (
+            "mode: forward_auth\nforward_auth: {original_request: x_forwarded, trusted_proxies: [pods]}\n",
+            "forward_auth.trusted_proxies[0]",
+        ),
+    ];
+    for (head, key) in cases {
+        let err = check(format!("{head}{base}"));
+        assert!(err.contains(key), "{head:?} must name {key}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subrequest_body_is_never_needed() {
+    let env = setup("x_forwarded", |c| c.set("/forward_auth/max_body_bytes", 4)).await;
+    let host = env.claimgate_addr();
+    for body in ["abc", "more than four bytes"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Method: POST\r\n\
+             X-Forwarded-Uri: /public/x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = raw::send(&env.claimgate.url, request.as_bytes()).await;
+        assert_eq!(resp.status, 200, "{body:?}: {resp:?}");
+    }
 }

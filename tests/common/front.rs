@@ -1,12 +1,67 @@
-//! Real front proxies (nginx, Caddy) in front of claimgate's forward-auth mode, each run as a
-//! child process from a temp dir with the configuration the README shows. `CLAIMGATE` and
-//! `UPSTREAM` in the snippets stand for `host:port`.
+//! Forward-auth fixtures: claimgate in `mode: forward_auth` ([`setup`]), and real front proxies
+//! (nginx, Caddy) in front of it, each run as a child process from a temp dir with the
+//! configuration the README shows. `CLAIMGATE` and `UPSTREAM` in the snippets stand for
+//! `host:port`.
 
 use super::raw::RawResponse;
-use super::Echo;
+use super::{jwks, Claims, Echo, EchoUpstream, JwksServer, Proxy, SigningKey, TestConfig};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub struct Env {
+    pub key: SigningKey,
+    pub upstream: EchoUpstream,
+    _jwks: JwksServer,
+    pub claimgate: Proxy,
+}
+
+/// claimgate in forward-auth mode: `/admin` needs `role: admin`, `/public` nothing, `/opt` an
+/// optional token; identity headers `X-User-Id` and `X-Claimgate-User`.
+pub async fn setup(original_request: &str, edit: impl FnOnce(TestConfig) -> TestConfig) -> Env {
+    let key = SigningKey::es256("ec");
+    let upstream = EchoUpstream::start().await;
+    let jwks_server = JwksServer::start(jwks(&[&key])).await;
+    let mut config = TestConfig::jwks(&upstream.url(), &jwks_server.uri())
+        .set("/mode", "forward_auth")
+        .set("/forward_auth/original_request", original_request)
+        .set("/forward/headers", json!({"X-User-Id": "%%user.id"}))
+        .set("/userinfo/path", "/.claimgate/userinfo")
+        .set(
+            "/rules",
+            json!([
+                {"name": "admins", "match": {"path_prefix": "/admin"},
+                 "allow_when": {"%%token.role": "admin"}},
+                {"match": {"path_prefix": "/public"}, "auth": "none"},
+                {"match": {"path_prefix": "/opt"}, "auth": "optional"},
+            ]),
+        );
+    // Nothing is forwarded in this mode, so the upstream is the front proxy's business.
+    config.0.as_object_mut().unwrap().remove("upstream");
+    let claimgate = Proxy::start(&edit(config)).await;
+    Env {
+        key,
+        upstream,
+        _jwks: jwks_server,
+        claimgate,
+    }
+}
+
+impl Env {
+    pub fn bearer(&self, role: &str) -> String {
+        let token = self.key.sign(&Claims::new().set("role", role));
+        format!("Authorization: Bearer {token}")
+    }
+
+    pub fn claimgate_addr(&self) -> &str {
+        self.claimgate.url.trim_start_matches("http://")
+    }
+
+    pub fn upstream_addr(&self) -> String {
+        self.upstream.url().trim_start_matches("http://").to_owned()
+    }
+}
 
 /// The README's nginx `location` blocks (section "Deploy" → nginx).
 pub const NGINX_LOCATIONS: &str = r#"
