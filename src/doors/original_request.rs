@@ -32,8 +32,9 @@ pub fn parse(
     match source {
         XForwarded => {
             if let Some(proto) = single(headers, "x-forwarded-proto")? {
-                if !matches!(proto, "http" | "https") {
-                    return Err(bad("X-Forwarded-Proto is neither http nor https"));
+                // Traefik says `ws`/`wss` for WebSocket requests.
+                if !matches!(proto, "http" | "https" | "ws" | "wss") {
+                    return Err(bad("X-Forwarded-Proto is not http, https, ws or wss"));
                 }
             }
             if let Some(host) = single(headers, "x-forwarded-host")? {

@@ -169,6 +169,9 @@ fn bad_forwarded_proto_host_or_method_are_refused() {
         refused(XForwarded, &pairs)
     };
     with(("x-forwarded-proto", "gopher"));
+    let mut websocket = base.to_vec();
+    websocket.push(("x-forwarded-proto", "wss"));
+    assert!(run(XForwarded, &websocket).is_ok());
     with(("x-forwarded-host", "a b"));
     let bad_method = [("x-forwarded-method", "GE T"), ("x-forwarded-uri", "/a")];
     refused(XForwarded, &bad_method);
