@@ -3,9 +3,10 @@
 
 use crate::admin::Admin;
 use crate::claims::MetadataMapping;
-use crate::config::{Config, KeyError};
+use crate::config::{Config, KeyError, Mode};
 use crate::decision::Decider;
 use crate::dev::DevIssuer;
+use crate::doors::forward_auth::ForwardAuth;
 use crate::forward::Forwarder;
 use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
@@ -24,9 +25,9 @@ use tokio::sync::watch;
 
 pub struct App {
     pub config: Config,
-    /// One upstream connection pool per proxy worker thread, so a request and the pooled
-    /// connection it uses are driven by the same thread.
-    forwarders: Vec<Forwarder>,
+    /// What each proxy worker thread serves: in proxy mode its own upstream connection pool, so
+    /// a request and the pooled connection it uses are driven by the same thread.
+    doors: Vec<Door>,
     pub decider: Arc<Decider>,
     pub admin: Arc<Admin>,
     pub key_stores: Vec<Arc<KeyStore>>,
@@ -135,12 +136,37 @@ impl App {
             None => None,
         };
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let forwarders = (0..workers)
-            .map(|_| Forwarder::new(&config.upstream).map(|f| f.behind_tls(tls.is_some())))
-            .collect::<Result<_, _>>()?;
+        let doors = match (config.mode, &config.upstream, &config.forward_auth) {
+            (Mode::Proxy, Some(upstream), _) => (0..workers)
+                .map(|_| {
+                    let forwarder = Forwarder::new(upstream)?.behind_tls(tls.is_some());
+                    Ok(Door::Proxy(Arc::new(forwarder)))
+                })
+                .collect::<Result<_, _>>()?,
+            (Mode::ForwardAuth, _, Some(forward_auth)) => {
+                if !decider.headers.pass_authorization {
+                    return Err(KeyError::new(
+                        "forward.pass_authorization",
+                        "cannot be false with `mode: forward_auth`: claimgate forwards nothing, \
+                         so only the front proxy can remove the token",
+                    ));
+                }
+                let door = Arc::new(ForwardAuth::compile(forward_auth)?);
+                vec![Door::ForwardAuth(door); workers]
+            }
+            (Mode::Proxy, None, _) => {
+                return Err(KeyError::new("upstream", "is required with `mode: proxy`"))
+            }
+            (Mode::ForwardAuth, _, None) => {
+                return Err(KeyError::new(
+                    "forward_auth.original_request",
+                    "is required with `mode: forward_auth`",
+                ))
+            }
+        };
         Ok(Self {
             config,
-            forwarders,
+            doors,
             decider,
             admin,
             key_stores,
@@ -178,7 +204,7 @@ impl App {
         ));
         let workers = spawn_proxy_workers(
             self.decider.clone(),
-            self.forwarders,
+            self.doors,
             proxy_listener,
             limits,
             self.tls.clone(),
@@ -194,12 +220,35 @@ impl App {
     }
 }
 
+/// The front door a proxy worker serves on the `listen` port, per `mode`.
+#[derive(Clone)]
+enum Door {
+    Proxy(Arc<Forwarder>),
+    ForwardAuth(Arc<ForwardAuth>),
+}
+
+impl Door {
+    async fn handle(
+        &self,
+        decider: &Decider,
+        req: http::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> http::Response<crate::error::Body> {
+        match self {
+            Door::Proxy(forwarder) => {
+                crate::doors::proxy::handle(decider, req, peer, forwarder).await
+            }
+            Door::ForwardAuth(door) => door.handle(decider, req, peer).await,
+        }
+    }
+}
+
 /// Thread per core: each worker is a single-threaded runtime with its own accept loop on the
 /// shared listening socket and its own upstream pool. A request then never hops threads, which
 /// under load costs less than tokio's work stealing (measured in benches/load.sh).
 fn spawn_proxy_workers(
     decider: Arc<Decider>,
-    forwarders: Vec<Forwarder>,
+    doors: Vec<Door>,
     listener: TcpListener,
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
@@ -212,8 +261,8 @@ fn spawn_proxy_workers(
             return Vec::new();
         }
     };
-    let mut handles = Vec::with_capacity(forwarders.len());
-    for (index, forwarder) in forwarders.into_iter().enumerate() {
+    let mut handles = Vec::with_capacity(doors.len());
+    for (index, door) in doors.into_iter().enumerate() {
         let listener = match listener.try_clone() {
             Ok(listener) => listener,
             Err(e) => {
@@ -221,11 +270,10 @@ fn spawn_proxy_workers(
                 continue;
             }
         };
-        let (decider, forwarder, stop) = (decider.clone(), Arc::new(forwarder), stop_rx.clone());
-        let tls = tls.clone();
+        let (decider, stop, tls) = (decider.clone(), stop_rx.clone(), tls.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("claimgate-proxy-{index}"))
-            .spawn(move || run_worker(listener, limits, tls, decider, forwarder, stop));
+            .spawn(move || run_worker(listener, limits, tls, decider, door, stop));
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(e) => {
@@ -241,7 +289,7 @@ fn run_worker(
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
     decider: Arc<Decider>,
-    forwarder: Arc<Forwarder>,
+    door: Door,
     stop: watch::Receiver<bool>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -267,8 +315,8 @@ fn run_worker(
             limits,
             tls,
             move |req, peer| {
-                let (decider, forwarder) = (decider.clone(), forwarder.clone());
-                async move { crate::doors::proxy::handle(&decider, req, peer, &forwarder).await }
+                let (decider, door) = (decider.clone(), door.clone());
+                async move { door.handle(&decider, req, peer).await }
             },
             stopped(stop),
         )

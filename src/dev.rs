@@ -2,7 +2,7 @@
 //! admin port) and the built-in echo upstream. None of this exists outside `--dev`.
 
 use crate::config::{
-    AdminConfig, Config, ForwardConfig, HeaderMapping, MetadataField, OnUnavailable,
+    AdminConfig, Config, ForwardConfig, HeaderMapping, MetadataField, Mode, OnUnavailable,
     ProviderConfig, TokenCacheConfig, TokenSource, UpstreamConfig, UserCreationConfig,
     UserDataCacheConfig, UserDataConfig, UserDataSource, UserinfoConfig,
 };
@@ -115,12 +115,14 @@ pub fn config(
     );
     Config {
         listen,
-        upstream: UpstreamConfig {
+        mode: Mode::Proxy,
+        upstream: Some(UpstreamConfig {
             url: format!("http://{upstream}"),
             timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             protocol: Default::default(),
-        },
+        }),
+        forward_auth: None,
         admin: AdminConfig { listen: admin },
         providers: vec![ProviderConfig {
             name: "dev".into(),

@@ -50,6 +50,11 @@ pub enum Reject {
     ClaimInvalid(String),
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// Forward-auth: the caller's address is not in `forward_auth.trusted_proxies`.
+    UntrustedProxy,
+    /// Forward-auth: the headers describing the original request are missing or malformed;
+    /// carries what was wrong.
+    BadOriginalRequest(&'static str),
 }
 
 impl Reject {
@@ -83,6 +88,8 @@ impl Reject {
             Reject::ClaimInvalid(_) => "claim_invalid",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::UntrustedProxy => "untrusted_proxy",
+            Reject::BadOriginalRequest(_) => "bad_original_request",
         }
     }
 
@@ -116,6 +123,8 @@ impl Reject {
         "claim_invalid",
         "upstream_unavailable",
         "upstream_timeout",
+        "untrusted_proxy",
+        "bad_original_request",
     ];
 
     pub fn description(&self) -> String {
@@ -160,6 +169,8 @@ impl Reject {
             }
             Reject::UpstreamUnavailable => "upstream unavailable".into(),
             Reject::UpstreamTimeout => "upstream timed out".into(),
+            Reject::UntrustedProxy => "the caller is not in forward_auth.trusted_proxies".into(),
+            Reject::BadOriginalRequest(what) => format!("bad original request: {what}"),
         }
     }
 
@@ -172,10 +183,13 @@ impl Reject {
             | Reject::ScopeMissing(_)
             | Reject::UserBlocked
             | Reject::UserExpired
-            | Reject::NoUserData => StatusCode::FORBIDDEN,
-            Reject::BadPath | Reject::BadUpgrade | Reject::TokenAmbiguous | Reject::BadRequest => {
-                StatusCode::BAD_REQUEST
-            }
+            | Reject::NoUserData
+            | Reject::UntrustedProxy => StatusCode::FORBIDDEN,
+            Reject::BadPath
+            | Reject::BadUpgrade
+            | Reject::TokenAmbiguous
+            | Reject::BadRequest
+            | Reject::BadOriginalRequest(_) => StatusCode::BAD_REQUEST,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::UNAUTHORIZED,
@@ -211,6 +225,8 @@ impl Reject {
         let challenge = match &self {
             // RFC 6750 §3.1: a request without credentials gets no error code.
             Reject::TokenMissing => Some("Bearer realm=\"claimgate\"".to_owned()),
+            // Not about the caller's token: a challenge would invite a pointless retry.
+            Reject::UntrustedProxy => None,
             _ if matches!(
                 self.status(),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN

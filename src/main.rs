@@ -110,7 +110,8 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
 async fn run(app: App) -> Result<(), String> {
     let proxy = bind(app.config.listen, "listen").await?;
     let admin = bind(app.config.admin.listen, "admin.listen").await?;
-    tracing::info!(listen = %app.config.listen, admin = %app.config.admin.listen, upstream = %app.config.upstream.url, "claimgate started");
+    let upstream = app.config.upstream.as_ref().map_or("-", |u| u.url.as_str());
+    tracing::info!(listen = %app.config.listen, admin = %app.config.admin.listen, mode = ?app.config.mode, upstream, "claimgate started");
     app.run(proxy, admin, shutdown_signal()).await;
     Ok(())
 }

@@ -131,20 +131,9 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
 }
 
 fn validate(config: &Config) -> Result<(), KeyError> {
-    if !config.upstream.url.starts_with("http://") {
-        return Err(KeyError::new(
-            "upstream.url",
-            format!("must be an http:// URL (got {:?})", config.upstream.url),
-        ));
-    }
-    if config.upstream.url.parse::<http::Uri>().is_err() {
-        return Err(KeyError::new("upstream.url", "is not a valid URL"));
-    }
-    if config.upstream.timeout_ms == 0 {
-        return Err(KeyError::new(
-            "upstream.timeout_ms",
-            "must be greater than 0",
-        ));
+    super::forward_auth::validate(config)?;
+    if let Some(upstream) = &config.upstream {
+        validate_upstream(upstream)?;
     }
     if config.providers.is_empty() {
         return Err(KeyError::new(
@@ -248,6 +237,25 @@ fn validate(config: &Config) -> Result<(), KeyError> {
                 "must not be below jwks_min_refresh_seconds",
             ));
         }
+    }
+    Ok(())
+}
+
+fn validate_upstream(upstream: &super::UpstreamConfig) -> Result<(), KeyError> {
+    if !upstream.url.starts_with("http://") {
+        return Err(KeyError::new(
+            "upstream.url",
+            format!("must be an http:// URL (got {:?})", upstream.url),
+        ));
+    }
+    if upstream.url.parse::<http::Uri>().is_err() {
+        return Err(KeyError::new("upstream.url", "is not a valid URL"));
+    }
+    if upstream.timeout_ms == 0 {
+        return Err(KeyError::new(
+            "upstream.timeout_ms",
+            "must be greater than 0",
+        ));
     }
     Ok(())
 }

@@ -3,10 +3,12 @@
 //! The YAML shape is a public contract (see README "Config reference"); every struct denies unknown
 //! keys so a typo is a startup error, never a silently ignored setting.
 
+mod forward_auth;
 mod load;
 mod rules;
 mod userdata;
 
+pub use forward_auth::{ForwardAuthConfig, Mode, OriginalRequestSource};
 pub use load::{load_file, parse_str, ConfigError, KeyError};
 pub use rules::{AuthMode, RuleConfig, RuleMatch, UserinfoConfig};
 pub use userdata::{
@@ -23,7 +25,14 @@ use std::net::SocketAddr;
 pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    pub upstream: UpstreamConfig,
+    /// `proxy` (default) forwards admitted requests; `forward_auth` only answers whether to.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Required in `proxy` mode, unused in `forward_auth` mode.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub forward_auth: Option<ForwardAuthConfig>,
     #[serde(default)]
     pub admin: AdminConfig,
     pub providers: Vec<ProviderConfig>,

@@ -3,4 +3,6 @@
 //! [`Decision`](crate::decision::Decision) or [`Reject`](crate::error::Reject) back into its
 //! protocol's answer; none of them checks anything itself.
 
+pub mod forward_auth;
+pub mod original_request;
 pub mod proxy;

@@ -19,6 +19,14 @@ impl RawResponse {
         let body: serde_json::Value = serde_json::from_str(&self.body).ok()?;
         body["reason"].as_str().map(str::to_owned)
     }
+
+    /// The first value of a response header, trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
 }
 
 /// Sends `bytes` as they are to `base_url` (`http://127.0.0.1:PORT`) and reads one answer: until
@@ -54,8 +62,13 @@ pub async fn send(base_url: &str, bytes: &[u8]) -> RawResponse {
 
 /// `GET path` with the given extra header lines (`"Name: value"`) and `Connection: close`.
 pub async fn get(base_url: &str, path: &str, headers: &[String]) -> RawResponse {
+    request(base_url, "GET", path, headers).await
+}
+
+/// `method path` with the given extra header lines and `Connection: close`, without a body.
+pub async fn request(base_url: &str, method: &str, path: &str, headers: &[String]) -> RawResponse {
     let host = base_url.trim_start_matches("http://");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for line in headers {
         request.push_str(line);
         request.push_str("\r\n");

@@ -1,0 +1,167 @@
+//! Forward-auth: claimgate as the authorization service of a front proxy. The subrequest
+//! describes the original request in one header convention; the door turns it into an
+//! [`Admission`] and answers 200 with the identity headers, the decision's own answer
+//! (`/userinfo`), or the rejection as the inline proxy would have sent it.
+
+use super::original_request::{self, Original};
+use crate::config::{ForwardAuthConfig, KeyError, OriginalRequestSource};
+use crate::decision::{Admission, Decider, Decision, IdentityHeaders};
+use crate::error::{full, Body, Reject};
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// A small body announced within `max_body_bytes` still has to arrive; a sender that stalls
+/// gets its answer without it rather than holding the worker.
+const BODY_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct ForwardAuth {
+    source: OriginalRequestSource,
+    path_prefix: Option<String>,
+    trusted_proxies: Vec<IpNet>,
+    max_body_bytes: u64,
+}
+
+impl ForwardAuth {
+    /// Compiles an already validated `forward_auth` section.
+    pub fn compile(config: &ForwardAuthConfig) -> Result<Self, KeyError> {
+        let source = config.original_request.ok_or_else(|| {
+            KeyError::new(
+                "forward_auth.original_request",
+                "is required with `mode: forward_auth`",
+            )
+        })?;
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                parse_cidr(text).ok_or_else(|| {
+                    KeyError::new(
+                        format!("forward_auth.trusted_proxies[{i}]"),
+                        format!("is not an IP address or CIDR such as 10.0.0.0/8 (got {text:?})"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            source,
+            path_prefix: config.path_prefix.clone(),
+            trusted_proxies,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    pub async fn handle(
+        &self,
+        decider: &Decider,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        self.drain_small_body(req.body_mut()).await;
+        // As in the proxy door: a client-sent identity header is never part of what is judged.
+        decider.strip_identity_headers(req.headers_mut());
+        let (answer, token) = match self.original(&req, peer) {
+            Err(reject) => (Err(reject), None),
+            Ok(original) => {
+                let outcome = decider
+                    .decide(Admission {
+                        method: &original.method,
+                        uri: &original.uri,
+                        headers: req.headers(),
+                        peer,
+                    })
+                    .await;
+                let answer = outcome.decision.map(|decision| match decision {
+                    Decision::Allow(allow) => allowed(&allow.identity),
+                    Decision::Respond(response) => response,
+                });
+                (answer, outcome.token)
+            }
+        };
+        decider.record(answer.as_ref().map(|_| ()), token.as_ref(), peer, started);
+        answer.unwrap_or_else(Reject::into_response)
+    }
+
+    /// The caller first (by its address, which a client cannot choose), then its description
+    /// of the original request.
+    fn original(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Original, Reject> {
+        let ip = peer.ip().to_canonical();
+        if !self.trusted_proxies.iter().any(|net| net.contains(&ip)) {
+            return Err(Reject::UntrustedProxy);
+        }
+        original_request::parse(
+            self.source,
+            self.path_prefix.as_deref(),
+            req.method(),
+            req.uri(),
+            req.headers(),
+        )
+    }
+
+    /// Reads and drops a body whose announced length is within `max_body_bytes`, so the
+    /// connection can carry the next subrequest; any other body is left unread (hyper then
+    /// closes the connection after the answer).
+    async fn drain_small_body(&self, body: &mut Incoming) {
+        let announced = body.size_hint().exact();
+        if body.is_end_stream() || announced.is_none_or(|n| n > self.max_body_bytes) {
+            return;
+        }
+        let drain = async {
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(BODY_DRAIN_TIMEOUT, drain).await;
+    }
+}
+
+/// 200 with the identity headers and nothing else: no client header is echoed, and the answer
+/// must not be cached by anything between claimgate and the front proxy.
+fn allowed(identity: &IdentityHeaders) -> Response<Body> {
+    let mut response = Response::new(full(""));
+    let headers = response.headers_mut();
+    for (name, value) in identity.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or a single address.
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    match text.parse::<IpNet>() {
+        Ok(net) => Some(net.trunc()),
+        Err(_) => text.parse::<IpAddr>().ok().map(IpNet::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_and_single_addresses_parse() {
+        let net = parse_cidr("10.1.2.3/8").unwrap();
+        assert!(net.contains(&"10.200.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!net.contains(&"11.0.0.1".parse::<IpAddr>().unwrap()));
+        let one = parse_cidr("::1").unwrap();
+        assert!(one.contains(&"::1".parse::<IpAddr>().unwrap()));
+        assert!(parse_cidr("10.0.0.0/33").is_none());
+        assert!(parse_cidr("pod-network").is_none());
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_match_ipv4_networks() {
+        let net = parse_cidr("127.0.0.1/32").unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(net.contains(&mapped.to_canonical()));
+    }
+}
