@@ -120,25 +120,13 @@ async fn proxy_is_unready_until_jwks_first_loads() {
     let retry_after = retry_after.expect("503 without Retry-After");
     assert!(retry_after.to_str().unwrap().parse::<u64>().is_ok());
     assert!(upstream.requests().is_empty());
-    let metrics = proxy.metrics().await;
-    let errors = metric(
-        &metrics,
-        "claimgate_jwks_fetches_total",
-        &[("provider", "test"), ("result", "error")],
-    );
-    assert!(errors.unwrap_or(0.0) >= 1.0, "metrics:\n{metrics}");
+    expect_jwks_fetch(&proxy, "error").await;
 
     server.recover();
     proxy.wait_ready().await;
     let echo = expect_echo(proxy.get_with_token("/", &token).await).await;
     assert_eq!(echo.header("x-user-id"), Some("alice"));
-    let metrics = proxy.metrics().await;
-    let ok = metric(
-        &metrics,
-        "claimgate_jwks_fetches_total",
-        &[("provider", "test"), ("result", "ok")],
-    );
-    assert!(ok.unwrap_or(0.0) >= 1.0, "metrics:\n{metrics}");
+    expect_jwks_fetch(&proxy, "ok").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ pub mod userdata;
 
 pub use keys::{jwks, Claims, SigningKey};
 pub use mongo::{MongoServer, TestDb};
-pub use servers::{dead_url, sha256_hex, Echo, EchoUpstream, JwksServer};
+pub use servers::{dead_url, expect_jwks_fetch, sha256_hex, Echo, EchoUpstream, JwksServer};
 pub use userdata::*;
 
 use serde_json::{json, Value};

@@ -304,3 +304,15 @@ impl EchoUpstream {
 pub fn dead_url() -> String {
     format!("http://127.0.0.1:{}", super::free_port())
 }
+
+/// Asserts the proxy counted at least one JWKS fetch of provider `test` with `result`
+/// (`ok` or `error`).
+pub async fn expect_jwks_fetch(proxy: &super::Proxy, result: &str) {
+    let metrics = proxy.metrics().await;
+    let labels = [("provider", "test"), ("result", result)];
+    let count = super::metric(&metrics, "claimgate_jwks_fetches_total", &labels);
+    assert!(
+        count.unwrap_or(0.0) >= 1.0,
+        "no {result} fetch; metrics:\n{metrics}"
+    );
+}
