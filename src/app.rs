@@ -7,7 +7,7 @@ use crate::config::{Config, KeyError, Mode};
 use crate::decision::Decider;
 use crate::dev::DevIssuer;
 use crate::doors::forward_auth::ForwardAuth;
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, UpstreamTls};
 use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
@@ -140,12 +140,16 @@ impl App {
         };
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let doors = match (config.mode, &config.upstream, &config.forward_auth) {
-            (Mode::Proxy, Some(upstream), _) => (0..workers)
-                .map(|_| {
-                    let forwarder = Forwarder::new(upstream)?.behind_tls(tls.is_some());
-                    Ok(Door::Proxy(Arc::new(forwarder)))
-                })
-                .collect::<Result<_, _>>()?,
+            (Mode::Proxy, Some(upstream), _) => {
+                let upstream_tls = UpstreamTls::new(upstream.tls.as_ref())?;
+                (0..workers)
+                    .map(|_| {
+                        let forwarder =
+                            Forwarder::with_tls(upstream, &upstream_tls)?.behind_tls(tls.is_some());
+                        Ok(Door::Proxy(Arc::new(forwarder)))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             (Mode::ForwardAuth, _, Some(forward_auth)) => {
                 if !decider.headers.pass_authorization {
                     return Err(KeyError::new(

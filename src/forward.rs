@@ -6,7 +6,8 @@ mod connector;
 
 use crate::config::{KeyError, UpstreamConfig, UpstreamProtocol};
 use crate::error::{error_chain, Body, Reject};
-use connector::{Alpn, Connector, UpstreamTls};
+pub use connector::UpstreamTls;
+use connector::{Alpn, Connector};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
@@ -61,6 +62,12 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(upstream: &UpstreamConfig) -> Result<Self, KeyError> {
+        Self::with_tls(upstream, &UpstreamTls::new(upstream.tls.as_ref())?)
+    }
+
+    /// Like [`Forwarder::new`] with `upstream.tls` already read, so the per-worker forwarders
+    /// share one reading of the files.
+    pub fn with_tls(upstream: &UpstreamConfig, tls: &UpstreamTls) -> Result<Self, KeyError> {
         let bad = |reason: &str| KeyError::new("upstream.url", reason);
         let uri: Uri = upstream
             .url
@@ -97,7 +104,6 @@ impl Forwarder {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // Without a timer the pool never evicts idle connections.
             .pool_timer(TokioTimer::new());
-        let tls = UpstreamTls::new(upstream.tls.as_ref())?;
         let http1 = builder.build(tls.connector(connector.clone(), Alpn::Http1));
         let h2c = (upstream.protocol != UpstreamProtocol::Http1).then(|| {
             builder
