@@ -104,7 +104,7 @@ async fn https_upstream_with_its_ca_gets_the_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_with_an_https_url_is_http2_over_tls() {
+async fn h2c_and_auto_with_an_https_url_speak_http2_over_tls() {
     let s = setup().await;
     let ca = TestCa::new("test-ca");
     let upstream = EchoUpstream::start_tls(acceptor(&ca.leaf(), None)).await;
@@ -119,6 +119,35 @@ async fn h2c_with_an_https_url_is_http2_over_tls() {
     let echo = expect_echo(proxy.get_with_token("/hello", &s.token()).await).await;
     assert_eq!(echo.version, "HTTP/2.0");
     assert!(echo.header("x-user-id").is_some());
+    drop(proxy);
+
+    // `auto` follows the client: HTTP/1.1 stays HTTP/1.1 (ALPN http/1.1), HTTP/2 goes as h2.
+    let proxy = Proxy::start(&config.set("/upstream/protocol", "auto")).await;
+    let echo = expect_echo(proxy.get_with_token("/hello", &s.token()).await).await;
+    assert_eq!(echo.version, "HTTP/1.1");
+    assert_eq!(h2c_get(&proxy, &s.token()).await.version, "HTTP/2.0");
+}
+
+/// GET /hello from a cleartext HTTP/2 (prior knowledge) client.
+async fn h2c_get(proxy: &Proxy, token: &str) -> Echo {
+    use http_body_util::{BodyExt, Empty};
+    let addr = proxy.url.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("{}/hello", proxy.url))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Echo::from_json(&serde_json::from_slice(&body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
