@@ -7,7 +7,7 @@ use crate::config::{Config, KeyError, Mode};
 use crate::decision::Decider;
 use crate::dev::DevIssuer;
 use crate::doors::forward_auth::ForwardAuth;
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, UpstreamTls};
 use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
@@ -40,23 +40,19 @@ impl App {
     /// run it too.
     pub fn build(config: Config, dev: Option<DevIssuer>) -> Result<Self, KeyError> {
         let metrics = Arc::new(Metrics::new());
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(
-                config
-                    .providers
-                    .iter()
-                    .map(|p| p.jwks_timeout_ms)
-                    .max()
-                    .unwrap_or(5000),
-            ))
-            .user_agent(concat!("claimgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                KeyError::new(
-                    "providers",
-                    format!("cannot build the JWKS HTTP client: {e}"),
-                )
-            })?;
+        let timeout = Duration::from_millis(
+            config
+                .providers
+                .iter()
+                .map(|p| p.jwks_timeout_ms)
+                .max()
+                .unwrap_or(5000),
+        );
+        let default_client = jwks_client(timeout, &[], "providers")?;
+        // One client per distinct CA file, so a private CA only widens trust for the providers
+        // that name it; the others share the default client (and its connection pool).
+        let mut ca_clients: std::collections::BTreeMap<std::path::PathBuf, reqwest::Client> =
+            std::collections::BTreeMap::new();
 
         let mut providers = Vec::with_capacity(config.providers.len());
         let mut mappings = Vec::with_capacity(config.providers.len());
@@ -65,13 +61,20 @@ impl App {
         for (i, p) in config.providers.iter().enumerate() {
             let algorithms =
                 parse_algorithms(&p.algorithms, &format!("providers[{i}].algorithms"))?;
-            let store = Arc::new(KeyStore::new(
-                i,
-                p,
-                algorithms,
-                client.clone(),
-                metrics.clone(),
-            )?);
+            let client = match &p.tls {
+                None => default_client.clone(),
+                Some(tls) => match ca_clients.get(&tls.ca_file) {
+                    Some(client) => client.clone(),
+                    None => {
+                        let key = format!("providers[{i}].tls.ca_file");
+                        let certs = crate::tls::read_certificates(&tls.ca_file, &key)?;
+                        let client = jwks_client(timeout, &certs, &key)?;
+                        ca_clients.insert(tls.ca_file.clone(), client.clone());
+                        client
+                    }
+                },
+            };
+            let store = Arc::new(KeyStore::new(i, p, algorithms, client, metrics.clone())?);
             providers.push(ProviderVerifier::new(i, p, store.clone())?);
             mappings.push(MetadataMapping::compile(
                 &p.metadata_fields,
@@ -137,12 +140,16 @@ impl App {
         };
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let doors = match (config.mode, &config.upstream, &config.forward_auth) {
-            (Mode::Proxy, Some(upstream), _) => (0..workers)
-                .map(|_| {
-                    let forwarder = Forwarder::new(upstream)?.behind_tls(tls.is_some());
-                    Ok(Door::Proxy(Arc::new(forwarder)))
-                })
-                .collect::<Result<_, _>>()?,
+            (Mode::Proxy, Some(upstream), _) => {
+                let upstream_tls = UpstreamTls::new(upstream.tls.as_ref())?;
+                (0..workers)
+                    .map(|_| {
+                        let forwarder =
+                            Forwarder::with_tls(upstream, &upstream_tls)?.behind_tls(tls.is_some());
+                        Ok(Door::Proxy(Arc::new(forwarder)))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             (Mode::ForwardAuth, _, Some(forward_auth)) => {
                 if !decider.headers.pass_authorization {
                     return Err(KeyError::new(
@@ -322,6 +329,26 @@ fn run_worker(
         )
         .await;
     });
+}
+
+/// The HTTP client for JWKS and discovery fetches, trusting `extra_roots` on top of the
+/// built-in ones. `key` names the config key a failure is reported under.
+fn jwks_client(
+    timeout: Duration,
+    extra_roots: &[tokio_rustls::rustls::pki_types::CertificateDer<'static>],
+    key: &str,
+) -> Result<reqwest::Client, KeyError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("claimgate/", env!("CARGO_PKG_VERSION")));
+    for der in extra_roots {
+        let cert = reqwest::Certificate::from_der(der.as_ref())
+            .map_err(|e| KeyError::new(key, format!("holds an unusable CA certificate: {e}")))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| KeyError::new(key, format!("cannot build the JWKS HTTP client: {e}")))
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -2,9 +2,12 @@
 //! answer back.
 
 mod client_body;
+mod connector;
 
 use crate::config::{KeyError, UpstreamConfig, UpstreamProtocol};
 use crate::error::{error_chain, Body, Reject};
+pub use connector::UpstreamTls;
+use connector::{Alpn, Connector};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
@@ -43,10 +46,12 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct Forwarder {
-    http1: Client<HttpConnector, Body>,
-    /// Cleartext HTTP/2 (prior knowledge), for `protocol: h2c | auto`.
-    h2c: Option<Client<HttpConnector, Body>>,
+    http1: Client<Connector, Body>,
+    /// HTTP/2 for `protocol: h2c | auto`: prior knowledge in cleartext, ALPN `h2` over TLS.
+    h2c: Option<Client<Connector, Body>>,
     protocol: UpstreamProtocol,
+    /// `http` or `https`, from the upstream URL.
+    scheme: Scheme,
     /// `X-Forwarded-Proto`: how clients reach the listener.
     client_scheme: HeaderValue,
     authority: Authority,
@@ -57,13 +62,26 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(upstream: &UpstreamConfig) -> Result<Self, KeyError> {
+        Self::with_tls(upstream, &UpstreamTls::new(upstream.tls.as_ref())?)
+    }
+
+    /// Like [`Forwarder::new`] with `upstream.tls` already read, so the per-worker forwarders
+    /// share one reading of the files.
+    pub fn with_tls(upstream: &UpstreamConfig, tls: &UpstreamTls) -> Result<Self, KeyError> {
         let bad = |reason: &str| KeyError::new("upstream.url", reason);
         let uri: Uri = upstream
             .url
             .parse()
             .map_err(|_| bad("is not a valid URL"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(bad("must be an http:// URL"));
+        let scheme = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+            _ => return Err(bad("must be an http:// or https:// URL")),
+        };
+        if scheme == Scheme::HTTP && upstream.tls.is_some() {
+            return Err(KeyError::new(
+                "upstream.tls",
+                "needs an https:// upstream.url",
+            ));
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
         // The client would send userinfo on to the upstream verbatim, leaking the credentials.
@@ -86,20 +104,21 @@ impl Forwarder {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // Without a timer the pool never evicts idle connections.
             .pool_timer(TokioTimer::new());
-        let http1 = builder.build(connector.clone());
+        let http1 = builder.build(tls.connector(connector.clone(), Alpn::Http1));
         let h2c = (upstream.protocol != UpstreamProtocol::Http1).then(|| {
             builder
                 .http2_only(true)
                 // gRPC streams can sit idle for long; pings tell a dead upstream from a quiet one.
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .timer(TokioTimer::new())
-                .build(connector)
+                .build(tls.connector(connector, Alpn::H2))
         });
 
         Ok(Self {
             http1,
             h2c,
             protocol: upstream.protocol,
+            scheme,
             client_scheme: HeaderValue::from_static("http"),
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
@@ -204,7 +223,7 @@ impl Forwarder {
     }
 
     /// The pool and HTTP version for a request the client sent as `client_version`.
-    fn client_for(&self, client_version: Version) -> (&Client<HttpConnector, Body>, Version) {
+    fn client_for(&self, client_version: Version) -> (&Client<Connector, Body>, Version) {
         let h2 = match self.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::H2c => true,
@@ -225,7 +244,7 @@ impl Forwarder {
             path_and_query.to_owned()
         };
         Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()

@@ -152,3 +152,40 @@ fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, KeyErr
     CertifiedKey::from_der(chain, key, &provider)
         .map_err(|e| KeyError::new("tls.key_file", format!("does not fit tls.cert_file: {e}")))
 }
+
+/// Reads a PEM file of one or more certificates (a CA bundle or a chain, leaf first); `key` is
+/// the config key named in the error.
+pub fn read_certificates(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| KeyError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            KeyError::new(
+                key,
+                format!("{} is not a PEM certificate file: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(KeyError::new(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+pub fn read_private_key(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, KeyError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| KeyError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        KeyError::new(
+            key,
+            format!(
+                "{} is not a PEM private key (PKCS#8, RSA or EC): {e}",
+                path.display()
+            ),
+        )
+    })
+}

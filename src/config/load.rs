@@ -242,11 +242,39 @@ fn validate(config: &Config) -> Result<(), KeyError> {
 }
 
 fn validate_upstream(upstream: &super::UpstreamConfig) -> Result<(), KeyError> {
-    if !upstream.url.starts_with("http://") {
+    let https = upstream.url.starts_with("https://");
+    if !(https || upstream.url.starts_with("http://")) {
         return Err(KeyError::new(
             "upstream.url",
-            format!("must be an http:// URL (got {:?})", upstream.url),
+            format!(
+                "must be an http:// or https:// URL (got {:?})",
+                upstream.url
+            ),
         ));
+    }
+    if let Some(tls) = &upstream.tls {
+        // Settings that would silently do nothing are refused.
+        if !https {
+            return Err(KeyError::new(
+                "upstream.tls",
+                "needs an https:// upstream.url",
+            ));
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => {
+                return Err(KeyError::new(
+                    "upstream.tls.key_file",
+                    "is required with upstream.tls.cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(KeyError::new(
+                    "upstream.tls.cert_file",
+                    "is required with upstream.tls.key_file",
+                ))
+            }
+            _ => {}
+        }
     }
     if upstream.url.parse::<http::Uri>().is_err() {
         return Err(KeyError::new("upstream.url", "is not a valid URL"));

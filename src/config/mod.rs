@@ -112,18 +112,49 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Trust and client certificate for an `https://` upstream.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// How claimgate checks an `https://` upstream and proves itself to it. Verification is always
+/// on: there is deliberately no switch to turn it off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM CA certificates that replace the built-in (webpki) roots: a private CA should not
+    /// widen trust to every public one.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate chain for mTLS to the upstream; needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key for `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// Trust for a provider's JWKS and discovery fetches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderTlsConfig {
+    /// PEM CA certificates trusted in addition to the built-in roots (a private issuer, e.g. an
+    /// in-cluster Keycloak).
+    pub ca_file: std::path::PathBuf,
 }
 
 /// How requests travel to the upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
-    /// HTTP/1.1 whatever the client spoke.
+    /// HTTP/1.1 whatever the client spoke (over TLS: ALPN `http/1.1`).
     #[default]
     Http1,
-    /// Cleartext HTTP/2 (prior knowledge) whatever the client spoke: gRPC services.
+    /// HTTP/2 whatever the client spoke: gRPC services. Cleartext with prior knowledge for an
+    /// `http://` URL; with an `https://` URL it is HTTP/2 over TLS (ALPN `h2`).
     H2c,
-    /// The client's protocol: HTTP/2 clients over h2c, the others over HTTP/1.1.
+    /// The client's protocol: HTTP/2 clients over HTTP/2 (h2c, or h2 over TLS), the others over
+    /// HTTP/1.1.
     Auto,
 }
 
@@ -190,6 +221,9 @@ pub struct ProviderConfig {
     /// JWKS and discovery response bodies larger than this are refused (the last good keys stay).
     #[serde(default = "default_jwks_max_bytes")]
     pub jwks_max_bytes: usize,
+    /// Extra trust for the JWKS and discovery fetches.
+    #[serde(default)]
+    pub tls: Option<ProviderTlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

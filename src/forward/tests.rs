@@ -30,6 +30,7 @@ fn upstream(url: String, timeout_ms: u64) -> UpstreamConfig {
         timeout_ms,
         connect_timeout_ms: 1_000,
         protocol: Default::default(),
+        tls: None,
     }
 }
 
@@ -111,7 +112,10 @@ async fn upstream_uri_keeps_path_and_query_under_the_base_path() {
         .upstream_uri(&"http://client/a?c".parse().unwrap())
         .unwrap();
     assert_eq!(uri, "http://up:3000/api/a?c");
-    for bad in ["https://up", "up:3000", "http://u:p@up", "http://up/?q=1"] {
+    let tls = Forwarder::new(&upstream("https://up:8443/api".into(), 1)).unwrap();
+    let uri = tls.upstream_uri(&"/a?c".parse().unwrap()).unwrap();
+    assert_eq!(uri, "https://up:8443/api/a?c");
+    for bad in ["ftp://up", "up:3000", "http://u:p@up", "http://up/?q=1"] {
         let error = Forwarder::new(&upstream(bad.into(), 1)).err().unwrap();
         assert_eq!(error.key, "upstream.url", "{bad}");
     }

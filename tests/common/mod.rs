@@ -5,6 +5,7 @@
 // Each test file is its own crate and uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod front;
 pub mod keys;
 pub mod mongo;

@@ -19,22 +19,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Handler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<Response<Full<Bytes>>> + Send + Sync>;
 
-/// A tiny HTTP/1 + h2c server on 127.0.0.1:0. `shutdown` closes the listener *and* every open
-/// connection, so a client with a pooled keep-alive connection really sees the server gone.
+/// A tiny HTTP/1 + h2c server on 127.0.0.1:0 (HTTP/1 + h2 by ALPN when given a TLS acceptor).
+/// `shutdown` closes the listener *and* every open connection, so a client with a pooled
+/// keep-alive connection really sees the server gone.
 pub struct HttpServer {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    tls: bool,
 }
 
 impl HttpServer {
     pub async fn start(handler: Handler) -> Self {
+        Self::start_with(handler, None).await
+    }
+
+    pub async fn start_with(handler: Handler, tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, mut stop) = watch::channel(false);
+        let tls_enabled = tls.is_some();
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -46,7 +57,16 @@ impl HttpServer {
                 };
                 let handler = handler.clone();
                 let mut conn_stop = stop.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let stream: Box<dyn Stream> = match tls {
+                        // A refused handshake (e.g. no client certificate) only ends this one.
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => return,
+                        },
+                        None => Box::new(stream),
+                    };
                     let service = service_fn(move |req| {
                         let handler = handler.clone();
                         async move { Ok::<_, Infallible>(handler(req).await) }
@@ -60,11 +80,17 @@ impl HttpServer {
                 });
             }
         });
-        Self { addr, shutdown }
+        Self {
+            addr,
+            shutdown,
+            tls: tls_enabled,
+        }
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn shutdown(&self) {
@@ -107,6 +133,15 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub async fn start(jwks: Value) -> Self {
+        Self::start_with(jwks, None).await
+    }
+
+    /// The same endpoint over TLS (`uri()` is then `https://`).
+    pub async fn start_tls(jwks: Value, tls: TlsAcceptor) -> Self {
+        Self::start_with(jwks, Some(tls)).await
+    }
+
+    async fn start_with(jwks: Value, tls: Option<TlsAcceptor>) -> Self {
         let state = Arc::new(Mutex::new(JwksState {
             jwks,
             status: StatusCode::OK,
@@ -133,7 +168,7 @@ impl JwksServer {
             })
         });
         Self {
-            server: HttpServer::start(handler).await,
+            server: HttpServer::start_with(handler, tls).await,
             state,
             hits,
         }
@@ -185,6 +220,8 @@ pub struct Echo {
     pub headers: BTreeMap<String, Vec<String>>,
     pub body_len: u64,
     pub body_sha256: String,
+    /// The HTTP version the request arrived in, e.g. `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Echo {
@@ -206,6 +243,7 @@ impl Echo {
             headers,
             body_len: v["body_len"].as_u64().unwrap(),
             body_sha256: v["body_sha256"].as_str().unwrap().to_owned(),
+            version: v["version"].as_str().unwrap_or_default().to_owned(),
         }
     }
 
@@ -240,6 +278,15 @@ pub struct EchoUpstream {
 
 impl EchoUpstream {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same echo over TLS (`url()` is then `https://`).
+    pub async fn start_tls(tls: TlsAcceptor) -> Self {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> Self {
         let delay_ms = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (d, s) = (delay_ms.clone(), seen.clone());
@@ -266,6 +313,7 @@ impl EchoUpstream {
                 }
                 let echo = json!({
                     "method": parts.method.as_str(),
+                    "version": format!("{:?}", parts.version),
                     "path": parts.uri.path(),
                     "query": parts.uri.query(),
                     "headers": headers,
@@ -278,7 +326,7 @@ impl EchoUpstream {
             })
         });
         Self {
-            server: HttpServer::start(handler).await,
+            server: HttpServer::start_with(handler, tls).await,
             delay_ms,
             seen,
         }
