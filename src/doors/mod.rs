@@ -6,3 +6,4 @@
 pub mod forward_auth;
 pub mod original_request;
 pub mod proxy;
+pub mod trusted;
