@@ -256,3 +256,29 @@ async fn callers_outside_trusted_proxies_are_refused_whatever_they_claim() {
     denied(&resp, 403, 7, "untrusted_proxy");
     assert_eq!(www_authenticate(&resp), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_listener_stops_with_the_others() {
+    let (env, mut client) = start(None).await;
+    let resp = check(&mut client, check_request("GET", "/public/x", &[])).await;
+    allowed(&resp);
+    // The client keeps its HTTP/2 connection open: SIGTERM must still end the process well
+    // before `terminate` falls back to SIGKILL (5 s).
+    let started = std::time::Instant::now();
+    let env = tokio::task::spawn_blocking(move || {
+        env.claimgate.terminate();
+        env
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "took {:?}; stderr:\n{}",
+        started.elapsed(),
+        env.claimgate.stderr()
+    );
+    assert!(client
+        .check(check_request("GET", "/public/x", &[]))
+        .await
+        .is_err());
+}
