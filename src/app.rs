@@ -6,6 +6,7 @@ use crate::claims::MetadataMapping;
 use crate::config::{Config, KeyError, Mode};
 use crate::decision::Decider;
 use crate::dev::DevIssuer;
+use crate::doors::ext_authz::{self, ExtAuthz};
 use crate::doors::forward_auth::ForwardAuth;
 use crate::forward::{Forwarder, UpstreamTls};
 use crate::headers::HeaderPlan;
@@ -33,6 +34,8 @@ pub struct App {
     pub key_stores: Vec<Arc<KeyStore>>,
     /// The proxy listener's TLS, when configured.
     pub tls: Option<Arc<Tls>>,
+    /// Envoy ext_authz over gRPC, with its address (`forward_auth.grpc_listen`).
+    ext_authz: Option<(Arc<ExtAuthz>, std::net::SocketAddr)>,
 }
 
 impl App {
@@ -171,6 +174,13 @@ impl App {
                 ))
             }
         };
+        let ext_authz = match (config.mode, &config.forward_auth) {
+            (Mode::ForwardAuth, Some(fa)) => match fa.grpc_listen {
+                Some(addr) => Some((Arc::new(ExtAuthz::compile(fa)?), addr)),
+                None => None,
+            },
+            _ => None,
+        };
         Ok(Self {
             config,
             doors,
@@ -178,14 +188,22 @@ impl App {
             admin,
             key_stores,
             tls,
+            ext_authz,
         })
     }
 
-    /// Serves the proxy and admin listeners and keeps keys fresh until `shutdown` resolves.
+    /// Where the ext_authz gRPC listener is to be bound, if there is one.
+    pub fn grpc_listen(&self) -> Option<std::net::SocketAddr> {
+        self.ext_authz.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Serves the proxy and admin listeners (and the ext_authz gRPC listener, bound at
+    /// [`App::grpc_listen`]) and keeps keys fresh until `shutdown` resolves.
     pub async fn run(
         self,
         proxy_listener: TcpListener,
         admin_listener: TcpListener,
+        grpc_listener: Option<TcpListener>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -209,6 +227,15 @@ impl App {
             },
             stopped(stop_rx.clone()),
         ));
+        let grpc_task = match (&self.ext_authz, grpc_listener) {
+            (Some((door, _)), Some(listener)) => Some(tokio::spawn(ext_authz::serve(
+                door.clone(),
+                self.decider.clone(),
+                listener,
+                stopped(stop_rx.clone()),
+            ))),
+            _ => None,
+        };
         let workers = spawn_proxy_workers(
             self.decider.clone(),
             self.doors,
@@ -221,6 +248,9 @@ impl App {
         tracing::info!("shutting down: draining connections");
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
+        if let Some(task) = grpc_task {
+            let _ = task.await;
+        }
         for worker in workers {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }

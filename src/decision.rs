@@ -128,6 +128,14 @@ impl Decider {
         self.headers.strip(headers);
     }
 
+    /// The client-sent headers [`Decider::strip_identity_headers`] would remove.
+    pub fn identity_header_copies<'h>(
+        &'h self,
+        headers: &'h HeaderMap,
+    ) -> impl Iterator<Item = &'h HeaderName> {
+        self.headers.client_copies(headers)
+    }
+
     /// `pass_authorization: false`: takes the token out of every place it may be read from.
     pub fn remove_tokens(&self, headers: &mut HeaderMap, uri: &mut Uri) {
         if !self.headers.pass_authorization {

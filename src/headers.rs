@@ -142,7 +142,28 @@ impl HeaderPlan {
         for name in &self.strip {
             headers.remove(name);
         }
-        let lookalikes: Vec<HeaderName> = headers
+        let lookalikes: Vec<HeaderName> = self.lookalikes(headers).cloned().collect();
+        for name in lookalikes {
+            headers.remove(name);
+        }
+    }
+
+    /// The names in `headers` that [`HeaderPlan::strip`] would remove, for a door that cannot
+    /// edit the request itself and asks its front proxy to (Envoy's `headers_to_remove`).
+    pub fn client_copies<'h>(
+        &'h self,
+        headers: &'h HeaderMap,
+    ) -> impl Iterator<Item = &'h HeaderName> {
+        self.strip
+            .iter()
+            .filter(|name| headers.contains_key(*name))
+            .chain(self.lookalikes(headers))
+    }
+
+    /// `_` spellings of managed headers (`x_user_id` for `x-user-id`): some servers read them
+    /// as the same CGI variable.
+    fn lookalikes<'h>(&'h self, headers: &'h HeaderMap) -> impl Iterator<Item = &'h HeaderName> {
+        headers
             .keys()
             .filter(|name| name.as_str().contains('_'))
             .filter(|name| {
@@ -150,11 +171,6 @@ impl HeaderPlan {
                     .iter()
                     .any(|managed| same_variable(managed, name))
             })
-            .cloned()
-            .collect();
-        for name in lookalikes {
-            headers.remove(name);
-        }
     }
 
     pub fn render(&self, ctx: &Context<'_>) -> Result<Rendered, Reject> {

@@ -110,9 +110,14 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
 async fn run(app: App) -> Result<(), String> {
     let proxy = bind(app.config.listen, "listen").await?;
     let admin = bind(app.config.admin.listen, "admin.listen").await?;
+    let grpc = match app.grpc_listen() {
+        Some(addr) => Some(bind(addr, "forward_auth.grpc_listen").await?),
+        None => None,
+    };
     let upstream = app.config.upstream.as_ref().map_or("-", |u| u.url.as_str());
-    tracing::info!(listen = %app.config.listen, admin = %app.config.admin.listen, mode = ?app.config.mode, upstream, "claimgate started");
-    app.run(proxy, admin, shutdown_signal()).await;
+    let grpc_listen = app.grpc_listen().map_or("-".to_owned(), |a| a.to_string());
+    tracing::info!(listen = %app.config.listen, admin = %app.config.admin.listen, grpc_listen, mode = ?app.config.mode, upstream, "claimgate started");
+    app.run(proxy, admin, grpc, shutdown_signal()).await;
     Ok(())
 }
 
@@ -164,7 +169,7 @@ async fn run_dev(
             users_file.display()
         );
     });
-    app.run(proxy_listener, admin_listener, shutdown_signal())
+    app.run(proxy_listener, admin_listener, None, shutdown_signal())
         .await;
     if let Some(dir) = users_dir {
         let _ = std::fs::remove_dir_all(dir);

@@ -30,6 +30,10 @@ pub struct ForwardAuthConfig {
     /// The most body bytes claimgate reads (and throws away) from a subrequest.
     #[serde(default)]
     pub max_body_bytes: u64,
+    /// Where to serve Envoy's ext_authz gRPC `Check` (`envoy.service.auth.v3.Authorization`),
+    /// beside the HTTP listener.
+    #[serde(default)]
+    pub grpc_listen: Option<std::net::SocketAddr>,
 }
 
 /// One header convention; each reads its own headers and ignores every other.
@@ -78,13 +82,26 @@ pub(super) fn validate(config: &super::Config) -> Result<(), super::KeyError> {
     let Some(fa) = &config.forward_auth else {
         return Ok(());
     };
-    let Some(source) = fa.original_request else {
+    if fa.original_request.is_none() && fa.grpc_listen.is_none() {
         return Err(KeyError::new(
             "forward_auth.original_request",
-            "is required with `mode: forward_auth` (one of x_forwarded, x_original_uri, \
-             x_original_url, subrequest)",
+            "is required with `mode: forward_auth` unless only `forward_auth.grpc_listen` is \
+             asked (one of x_forwarded, x_original_uri, x_original_url, subrequest)",
         ));
-    };
+    }
+    if let Some(addr) = fa.grpc_listen {
+        for (key, other) in [
+            ("listen", config.listen),
+            ("admin.listen", config.admin.listen),
+        ] {
+            if addr == other {
+                return Err(KeyError::new(
+                    "forward_auth.grpc_listen",
+                    format!("is the same address as `{key}` ({addr})"),
+                ));
+            }
+        }
+    }
     if fa.trusted_proxies.is_empty() {
         return Err(KeyError::new(
             "forward_auth.trusted_proxies",
@@ -92,7 +109,7 @@ pub(super) fn validate(config: &super::Config) -> Result<(), super::KeyError> {
         ));
     }
     if let Some(prefix) = &fa.path_prefix {
-        if source != OriginalRequestSource::Subrequest {
+        if fa.original_request != Some(OriginalRequestSource::Subrequest) {
             return Err(KeyError::new(
                 "forward_auth.path_prefix",
                 "is only used with `original_request: subrequest`",
@@ -154,5 +171,29 @@ mod tests {
             error(&fa("original_request: subrequest, trusted_proxies: []")).key,
             "forward_auth.trusted_proxies"
         );
+    }
+
+    #[test]
+    fn grpc_listen_alone_is_enough_and_must_be_its_own_port() {
+        let fa = |rest: &str| format!("mode: forward_auth\nforward_auth: {{{rest}}}\n");
+        let ok = format!("{}{PROVIDERS}", fa("grpc_listen: '127.0.0.1:9191'"));
+        let config = parse_str(&ok, &|_| None).unwrap();
+        let fa_config = config.forward_auth.unwrap();
+        assert_eq!(
+            fa_config.grpc_listen,
+            Some("127.0.0.1:9191".parse().unwrap())
+        );
+        assert!(fa_config.original_request.is_none());
+        let e = error(&format!(
+            "listen: '127.0.0.1:9191'\n{}",
+            fa("grpc_listen: '127.0.0.1:9191'")
+        ));
+        assert_eq!(e.key, "forward_auth.grpc_listen");
+        assert!(e.reason.contains("`listen`"), "{e:?}");
+        let e = error(&fa("grpc_listen: 'localhost'"));
+        assert_eq!(e.key, "forward_auth.grpc_listen", "{e:?}");
+        let e =
+            error("upstream: {url: 'http://u'}\nforward_auth: {grpc_listen: '127.0.0.1:9191'}\n");
+        assert_eq!(e.key, "forward_auth");
     }
 }

@@ -4,14 +4,14 @@
 //! (`/userinfo`), or the rejection as the inline proxy would have sent it.
 
 use super::original_request::{self, Original};
+use super::trusted::TrustedProxies;
 use crate::config::{ForwardAuthConfig, KeyError, OriginalRequestSource};
 use crate::decision::{Admission, Decider, Decision, IdentityHeaders};
 use crate::error::{full, Body, Reject};
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use ipnet::IpNet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A small body announced within `max_body_bytes` still has to arrive; a sender that stalls
@@ -19,38 +19,21 @@ use std::time::{Duration, Instant};
 const BODY_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ForwardAuth {
-    source: OriginalRequestSource,
+    /// `None` when only the gRPC listener (`grpc_listen`) is meant to be asked: every
+    /// subrequest on this port is then `bad_original_request`.
+    source: Option<OriginalRequestSource>,
     path_prefix: Option<String>,
-    trusted_proxies: Vec<IpNet>,
+    trusted_proxies: TrustedProxies,
     max_body_bytes: u64,
 }
 
 impl ForwardAuth {
     /// Compiles an already validated `forward_auth` section.
     pub fn compile(config: &ForwardAuthConfig) -> Result<Self, KeyError> {
-        let source = config.original_request.ok_or_else(|| {
-            KeyError::new(
-                "forward_auth.original_request",
-                "is required with `mode: forward_auth`",
-            )
-        })?;
-        let trusted_proxies = config
-            .trusted_proxies
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                parse_cidr(text).ok_or_else(|| {
-                    KeyError::new(
-                        format!("forward_auth.trusted_proxies[{i}]"),
-                        format!("is not an IP address or CIDR such as 10.0.0.0/8 (got {text:?})"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
-            source,
+            source: config.original_request,
             path_prefix: config.path_prefix.clone(),
-            trusted_proxies,
+            trusted_proxies: TrustedProxies::compile(&config.trusted_proxies)?,
             max_body_bytes: config.max_body_bytes,
         })
     }
@@ -90,12 +73,13 @@ impl ForwardAuth {
     /// The caller first (by its address, which a client cannot choose), then its description
     /// of the original request.
     fn original(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Original, Reject> {
-        let ip = peer.ip().to_canonical();
-        if !self.trusted_proxies.iter().any(|net| net.contains(&ip)) {
-            return Err(Reject::UntrustedProxy);
-        }
+        self.trusted_proxies.check(peer)?;
+        let source = self.source.ok_or(Reject::BadOriginalRequest(
+            "forward_auth.original_request is not set: this port answers no subrequest \
+             (ext_authz callers use forward_auth.grpc_listen)",
+        ))?;
         original_request::parse(
-            self.source,
+            source,
             self.path_prefix.as_deref(),
             req.method(),
             req.uri(),
@@ -132,36 +116,4 @@ fn allowed(identity: &IdentityHeaders) -> Response<Body> {
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// `10.0.0.0/8`, `fd00::/8`, or a single address.
-fn parse_cidr(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    match text.parse::<IpNet>() {
-        Ok(net) => Some(net.trunc()),
-        Err(_) => text.parse::<IpAddr>().ok().map(IpNet::from),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidrs_and_single_addresses_parse() {
-        let net = parse_cidr("10.1.2.3/8").unwrap();
-        assert!(net.contains(&"10.200.0.1".parse::<IpAddr>().unwrap()));
-        assert!(!net.contains(&"11.0.0.1".parse::<IpAddr>().unwrap()));
-        let one = parse_cidr("::1").unwrap();
-        assert!(one.contains(&"::1".parse::<IpAddr>().unwrap()));
-        assert!(parse_cidr("10.0.0.0/33").is_none());
-        assert!(parse_cidr("pod-network").is_none());
-    }
-
-    #[test]
-    fn mapped_ipv4_peers_match_ipv4_networks() {
-        let net = parse_cidr("127.0.0.1/32").unwrap();
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(net.contains(&mapped.to_canonical()));
-    }
 }

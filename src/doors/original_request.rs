@@ -76,17 +76,21 @@ pub fn parse(
         }),
         Subrequest => {
             let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            let target = strip_prefix(target, path_prefix);
-            if target.len() > MAX_VALUE_BYTES {
-                return Err(bad("the request target is over 8 KiB"));
-            }
             Ok(Original {
                 method: method.clone(),
-                uri: origin_form(&target)
-                    .ok_or_else(|| bad("the request target is not a path starting with /"))?,
+                uri: self::target(&strip_prefix(target, path_prefix))?,
             })
         }
     }
+}
+
+/// A request target (`/path?query`) a caller hands over as one value, such as Envoy's
+/// `attributes.request.http.path`: checked as every other convention's target.
+pub fn target(value: &str) -> Result<Uri, Reject> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(bad("the request target is over 8 KiB"));
+    }
+    origin_form(value).ok_or_else(|| bad("the request target is not a path starting with /"))
 }
 
 fn bad(what: &'static str) -> Reject {

@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_claimgate");
 
 /// Config keys another branch is adding. A manifest whose config `claimgate check` refuses only
 /// for one of these is reported pending; once the binary accepts them, the check runs for real.
-pub const PENDING_KEYS: &[&str] = &["mode", "forward_auth", "grpc_listen"];
+pub const PENDING_KEYS: &[&str] = &[];
 
 pub struct Manifest {
     pub file: String,
