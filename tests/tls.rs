@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::certs::TestCa;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::DnType;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,33 +17,12 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            issuer: Issuer::new(params, key),
-            pem,
-        }
-    }
-
-    /// A leaf for `127.0.0.1` and `localhost`: (certificate PEM, key PEM).
-    fn leaf(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
+/// A leaf for `127.0.0.1` and `localhost` named `name`: (certificate PEM, key PEM).
+fn leaf(ca: &TestCa, name: &str) -> (String, String) {
+    let pair = ca.leaf_with(&["127.0.0.1", "localhost"], |params| {
+        params.distinguished_name.push(DnType::CommonName, name)
+    });
+    (pair.cert, pair.key)
 }
 
 fn write_pair(dir: &Path, (cert, key): &(String, String)) {
@@ -124,9 +104,9 @@ async fn request(stream: &mut Tls, token: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_serves_rotates_and_survives_bad_input() {
-    let ca = Ca::new("claimgate test CA");
+    let ca = TestCa::new("claimgate test CA");
     let dir = tempfile::tempdir().unwrap();
-    write_pair(dir.path(), &ca.leaf("leaf-one"));
+    write_pair(dir.path(), &leaf(&ca, "leaf-one"));
     let key = SigningKey::es256("ec");
     let upstream = EchoUpstream::start().await;
     let jwks_server = JwksServer::start(jwks(&[&key])).await;
@@ -173,7 +153,7 @@ async fn tls_listener_serves_rotates_and_survives_bad_input() {
     assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
 
     // Verification stays on: another CA, or a name the certificate does not hold, fails.
-    let other = Ca::new("someone else");
+    let other = TestCa::new("someone else");
     let error = connect(&addr, &other.pem, "localhost", &[])
         .await
         .unwrap_err();
@@ -185,7 +165,7 @@ async fn tls_listener_serves_rotates_and_survives_bad_input() {
 
     // Rotation: new connections get the new certificate; the open one keeps working.
     assert_eq!(presented_cn(&kept), "leaf-one");
-    write_pair(dir.path(), &ca.leaf("leaf-two"));
+    write_pair(dir.path(), &leaf(&ca, "leaf-two"));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let fresh = connect(&addr, &ca.pem, "localhost", &[]).await.unwrap();

@@ -252,7 +252,7 @@ fn validate_upstream(upstream: &super::UpstreamConfig) -> Result<(), KeyError> {
             ),
         ));
     }
-    if let Some(tls) = &upstream.tls {
+    if upstream.tls.is_some() {
         // Settings that would silently do nothing are refused.
         if !https {
             return Err(KeyError::new(
@@ -260,21 +260,8 @@ fn validate_upstream(upstream: &super::UpstreamConfig) -> Result<(), KeyError> {
                 "needs an https:// upstream.url",
             ));
         }
-        match (&tls.cert_file, &tls.key_file) {
-            (Some(_), None) => {
-                return Err(KeyError::new(
-                    "upstream.tls.key_file",
-                    "is required with upstream.tls.cert_file",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(KeyError::new(
-                    "upstream.tls.cert_file",
-                    "is required with upstream.tls.key_file",
-                ))
-            }
-            _ => {}
-        }
+        // A cert_file without key_file (or the reverse) is refused where the pair is loaded,
+        // in forward/connector.rs.
     }
     if upstream.url.parse::<http::Uri>().is_err() {
         return Err(KeyError::new("upstream.url", "is not a valid URL"));
