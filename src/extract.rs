@@ -11,13 +11,13 @@ use http::{header, HeaderMap, HeaderValue};
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 
-/// Returns the one token in the request and where it came from.
+/// Returns the one token in the request and where it came from. A second `Authorization`
+/// header is the caller's to refuse first ([`check_single_authorization`]), on every route.
 pub fn token<'r>(
     headers: &'r HeaderMap,
     query: Option<&'r str>,
     sources: &'r [TokenSource],
 ) -> Result<(Cow<'r, str>, &'r TokenSource), Reject> {
-    check_single_authorization(headers)?;
     let mut found = None;
     let mut take = |token: Cow<'r, str>, source| {
         if token.is_empty() {

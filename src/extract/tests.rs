@@ -53,7 +53,10 @@ fn two_tokens_are_ambiguous_even_when_equal() {
     );
     let mut h = headers(&[("authorization", "Bearer a")]);
     h.append("authorization", HeaderValue::from_static("Basic eA=="));
-    assert_eq!(ambiguous(&h, None), Reject::TokenAmbiguous);
+    assert_eq!(
+        check_single_authorization(&h).unwrap_err(),
+        Reject::TokenAmbiguous
+    );
 }
 
 #[test]
