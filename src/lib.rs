@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod claims;
+pub mod client_cert;
 pub mod config;
 pub mod decision;
 pub mod dev;

@@ -5,6 +5,7 @@ mod idle;
 
 use crate::config::LimitsConfig;
 use crate::error::Body;
+use crate::client_cert::ClientCert;
 use crate::tls::Tls;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -130,11 +131,14 @@ pub async fn serve_tls<F, Fut>(
         let tls = tls.clone();
         tokio::spawn(async move {
             let Some(tls) = tls else {
-                return serve_connection(builder, stream, peer, limits, handler, watcher).await;
+                let conn = Connection { peer, client_cert: None };
+                return serve_connection(builder, stream, conn, limits, handler, watcher).await;
             };
             match tokio::time::timeout(limits.idle_timeout, tls.acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    serve_connection(builder, stream, peer, limits, handler, watcher).await
+                    let client_cert = crate::tls::client_cert(stream.get_ref().1);
+                    let conn = Connection { peer, client_cert };
+                    serve_connection(builder, stream, conn, limits, handler, watcher).await
                 }
                 Ok(Err(error)) => tls.handshake_failed(peer, &error.to_string()),
                 Err(_) => tls.handshake_failed(peer, "no handshake within the idle timeout"),
@@ -152,11 +156,18 @@ pub async fn serve_tls<F, Fut>(
     }
 }
 
+/// What is known of a connection before its first request.
+struct Connection {
+    peer: SocketAddr,
+    /// The verified TLS client certificate, handed to each request as an extension.
+    client_cert: Option<Arc<ClientCert>>,
+}
+
 /// Serves one accepted connection until it ends, is idle too long, or the drain ends it.
 async fn serve_connection<IO, F, Fut>(
     builder: auto::Builder<TokioExecutor>,
     io: IO,
-    peer: SocketAddr,
+    Connection { peer, client_cert }: Connection,
     limits: ServerLimits,
     handler: F,
     watcher: Watcher,
@@ -167,7 +178,10 @@ async fn serve_connection<IO, F, Fut>(
 {
     let activity = idle::Activity::new();
     let tracker = activity.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        if let Some(cert) = &client_cert {
+            req.extensions_mut().insert(cert.clone());
+        }
         let in_flight = tracker.start();
         let response = handler(req, peer);
         async move {

@@ -3,7 +3,8 @@
 //! handshake picks up whatever pair is current. A broken new pair is logged and the old one keeps
 //! serving.
 
-use crate::config::{KeyError, TlsConfig};
+use crate::client_cert::ClientCert;
+use crate::config::{ClientAuth, KeyError, TlsConfig};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,10 @@ use tokio::sync::watch;
 use tokio_rustls::rustls::crypto::aws_lc_rs;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig, ServerConnection};
 use tokio_rustls::TlsAcceptor;
 
 /// The current certificate, swapped whole when the files change.
@@ -50,12 +52,15 @@ impl Tls {
         let current = Arc::new(Current {
             key: ArcSwap::from_pointee(key),
         });
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| KeyError::new("tls", format!("cannot set up TLS: {e}")))?
-                .with_no_client_auth()
-                .with_cert_resolver(current.clone());
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| KeyError::new("tls", format!("cannot set up TLS: {e}")))?;
+        let builder = match client_verifier(cfg, provider)? {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(current.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -115,6 +120,41 @@ impl Tls {
             }
         }
     }
+}
+
+/// The verified client's certificate names, when the client presented one.
+pub fn client_cert(connection: &ServerConnection) -> Option<Arc<ClientCert>> {
+    let leaf = connection.peer_certificates()?.first()?;
+    ClientCert::from_der(leaf).map(Arc::new)
+}
+
+/// With `tls.client_ca_file`, client certificates must chain to those CAs (webpki rules: time,
+/// key usage for client auth); `optional` also lets a client without a certificate in.
+fn client_verifier(
+    cfg: &TlsConfig,
+    provider: Arc<tokio_rustls::rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, KeyError> {
+    let Some(ca_file) = &cfg.client_ca_file else {
+        return Ok(None);
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in read_certificates(ca_file, "tls.client_ca_file")? {
+        roots.add(cert).map_err(|e| {
+            KeyError::new(
+                "tls.client_ca_file",
+                format!("{} holds a certificate that is not a usable CA: {e}", ca_file.display()),
+            )
+        })?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match cfg.client_auth.unwrap_or(ClientAuth::Required) {
+        ClientAuth::Required => builder,
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| KeyError::new("tls.client_ca_file", format!("cannot verify clients with it: {e}")))
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), KeyError> {

@@ -135,6 +135,14 @@ fn validate(config: &Config) -> Result<(), KeyError> {
     if let Some(upstream) = &config.upstream {
         validate_upstream(upstream)?;
     }
+    if let Some(tls) = &config.tls {
+        if tls.client_auth.is_some() && tls.client_ca_file.is_none() {
+            return Err(KeyError::new(
+                "tls.client_auth",
+                "needs tls.client_ca_file (the CAs client certificates are verified against)",
+            ));
+        }
+    }
     if config.providers.is_empty() {
         return Err(KeyError::new(
             "providers",

@@ -70,6 +70,20 @@ pub struct TlsConfig {
     /// How often the files are checked for a change (cert-manager rotates Secrets in place).
     #[serde(default = "default_tls_reload_seconds")]
     pub reload_seconds: u64,
+    /// PEM: the CAs a client certificate must chain to. Set, it turns client verification on.
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// `required` (the default once `client_ca_file` is set) or `optional`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Whether a listener client must present a certificate. A presented one is always verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Optional,
+    Required,
 }
 
 /// Bounds on what a client may make the proxy hold before a request is admitted.
