@@ -5,6 +5,7 @@
 //! [`Reject`] through [`Reject::into_response`], so a check added here reaches every door.
 
 use crate::claims::{Identity, MetadataMapping};
+use crate::client_cert::ClientCert;
 use crate::config::AuthMode;
 use crate::config::TokenSource;
 use crate::error::{json_response, Body, Reject};
@@ -52,6 +53,8 @@ pub struct Admission<'r> {
     pub headers: &'r HeaderMap,
     /// The connection's peer, never a header.
     pub peer: SocketAddr,
+    /// The listener client certificate rustls verified (inline proxy over TLS only).
+    pub client_cert: Option<&'r ClientCert>,
 }
 
 /// What the decision allows.
@@ -200,6 +203,7 @@ impl Decider {
                 method: req.method.as_str(),
                 path: &path,
                 remote_ip: req.peer.ip(),
+                client_cert: req.client_cert,
             }),
         };
 
@@ -214,6 +218,8 @@ impl Decider {
         // Identity headers.
         let identity = if session.rendered.get().is_some() {
             IdentityHeaders::PerToken(session.clone())
+        } else if self.headers.needs_request {
+            IdentityHeaders::PerRequest(Arc::new(self.headers.render(&ctx)?))
         } else {
             let cached = record
                 .as_ref()
@@ -263,7 +269,7 @@ impl Decider {
         };
         // Headers that depend on the token alone are rendered once, while the claims are here.
         let rendered = OnceLock::new();
-        if !self.headers.needs_user_data {
+        if !self.headers.needs_user_data && !self.headers.needs_request {
             let ctx = Context {
                 identity: &identity,
                 custom_data: None,

@@ -2,6 +2,7 @@
 //! /userinfo. Parsed once at config load; resolved per request against a [`Context`].
 
 use crate::claims::{ClaimPath, Identity};
+use crate::client_cert::ClientCert;
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -20,6 +21,10 @@ pub enum Expansion {
     RequestMethod,
     RequestPath,
     RequestRemoteIp,
+    /// `%%request.client_cert.subject`: the verified listener client certificate's subject.
+    ClientCertSubject,
+    /// `%%request.client_cert.san`: its subject alternative names, as a list of strings.
+    ClientCertSan,
 }
 
 /// Which expansions a config location may use.
@@ -50,6 +55,8 @@ impl Expansion {
             "request.method" => Expansion::RequestMethod,
             "request.path" => Expansion::RequestPath,
             "request.remoteIPAddress" => Expansion::RequestRemoteIp,
+            "request.client_cert.subject" => Expansion::ClientCertSubject,
+            "request.client_cert.san" => Expansion::ClientCertSan,
             _ => {
                 if let Some(path) = with_path("user.data") {
                     Expansion::UserData(path?)
@@ -61,7 +68,8 @@ impl Expansion {
                     return Err(format!(
                         "unknown expansion {text:?} (known: %%user.id, %%user.provider, %%user.data.<path>, \
                          %%user.custom_data.<path>, %%user.permissions, %%token.<path>, %%request.method, \
-                         %%request.path, %%request.remoteIPAddress)"
+                         %%request.path, %%request.remoteIPAddress, %%request.client_cert.subject, \
+                         %%request.client_cert.san)"
                     ));
                 }
             }
@@ -77,7 +85,10 @@ impl Expansion {
                 Expansion::RequestMethod | Expansion::RequestPath | Expansion::RequestRemoteIp
             )
         {
-            return Err(format!("{text:?} is only available in rules"));
+            return Err(format!(
+                "{text:?} is only available in rules (of the request's facts, headers may use \
+                 %%request.client_cert.subject and %%request.client_cert.san)"
+            ));
         }
         Ok(expansion)
     }
@@ -89,6 +100,14 @@ impl Expansion {
     /// `%%user.data`: the mapped metadata fields, which cached sessions drop unless read later.
     pub fn needs_mapped_data(&self) -> bool {
         matches!(self, Expansion::UserData(_))
+    }
+
+    /// Facts of the request itself: a value that uses one is rendered for each request.
+    pub fn needs_request(&self) -> bool {
+        matches!(
+            self,
+            Expansion::ClientCertSubject | Expansion::ClientCertSan
+        )
     }
 
     pub fn needs_user_data(&self) -> bool {
@@ -120,6 +139,17 @@ impl Expansion {
             Expansion::RequestRemoteIp => Some(Cow::Owned(Value::String(
                 ctx.request?.remote_ip.to_string(),
             ))),
+            Expansion::ClientCertSubject => Some(Cow::Owned(Value::String(
+                ctx.request?.client_cert?.subject.clone(),
+            ))),
+            Expansion::ClientCertSan => Some(Cow::Owned(Value::Array(
+                ctx.request?
+                    .client_cert?
+                    .san
+                    .iter()
+                    .map(|name| Value::String(name.clone()))
+                    .collect(),
+            ))),
         }
     }
 }
@@ -129,6 +159,7 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub remote_ip: std::net::IpAddr,
+    pub client_cert: Option<&'a ClientCert>,
 }
 
 /// Everything an expansion can refer to for one request.

@@ -27,6 +27,9 @@ pub struct HeaderPlan {
     pub pass_authorization: bool,
     /// Whether rendering needs the user's document; if not, one rendering per token can be cached.
     pub needs_user_data: bool,
+    /// Whether rendering reads the request's own facts (`%%request.client_cert.*`): then every
+    /// request is rendered anew, never reused from a token or a user.
+    pub needs_request: bool,
     /// Whether a per-request rendering reads `%%token`.
     pub needs_claims: bool,
     /// Whether a per-request rendering reads `%%user.data` (the user header always does).
@@ -91,9 +94,11 @@ impl HeaderPlan {
         strip.dedup();
         let needs_user_data = user_data
             && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_user_data()));
-        let needs_claims = needs_user_data && mappings.iter().any(|m| m.expansion.needs_claims());
+        let needs_request = mappings.iter().any(|m| m.expansion.needs_request());
+        let per_request = needs_user_data || needs_request;
+        let needs_claims = per_request && mappings.iter().any(|m| m.expansion.needs_claims());
         // The user header carries `data`; it is rendered per request when it depends on user data.
-        let needs_mapped_data = needs_user_data
+        let needs_mapped_data = per_request
             && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_mapped_data()));
         Ok(Self {
             mappings,
@@ -103,6 +108,7 @@ impl HeaderPlan {
             needs_claims,
             needs_mapped_data,
             needs_user_data,
+            needs_request,
             custom_data_limit,
             oversize,
         })

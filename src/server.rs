@@ -3,9 +3,9 @@
 mod accept;
 mod idle;
 
+use crate::client_cert::ClientCert;
 use crate::config::LimitsConfig;
 use crate::error::Body;
-use crate::client_cert::ClientCert;
 use crate::tls::Tls;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -131,7 +131,10 @@ pub async fn serve_tls<F, Fut>(
         let tls = tls.clone();
         tokio::spawn(async move {
             let Some(tls) = tls else {
-                let conn = Connection { peer, client_cert: None };
+                let conn = Connection {
+                    peer,
+                    client_cert: None,
+                };
                 return serve_connection(builder, stream, conn, limits, handler, watcher).await;
             };
             match tokio::time::timeout(limits.idle_timeout, tls.acceptor.accept(stream)).await {

@@ -142,7 +142,10 @@ fn client_verifier(
         roots.add(cert).map_err(|e| {
             KeyError::new(
                 "tls.client_ca_file",
-                format!("{} holds a certificate that is not a usable CA: {e}", ca_file.display()),
+                format!(
+                    "{} holds a certificate that is not a usable CA: {e}",
+                    ca_file.display()
+                ),
             )
         })?;
     }
@@ -151,10 +154,12 @@ fn client_verifier(
         ClientAuth::Required => builder,
         ClientAuth::Optional => builder.allow_unauthenticated(),
     };
-    builder
-        .build()
-        .map(Some)
-        .map_err(|e| KeyError::new("tls.client_ca_file", format!("cannot verify clients with it: {e}")))
+    builder.build().map(Some).map_err(|e| {
+        KeyError::new(
+            "tls.client_ca_file",
+            format!("cannot verify clients with it: {e}"),
+        )
+    })
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), KeyError> {

@@ -80,6 +80,8 @@ impl ExtAuthz {
                         uri: &original.uri,
                         headers: &headers,
                         peer: logged_peer,
+                        // The TLS peer here is the front proxy, never the client: see `client_cert`.
+                        client_cert: None,
                     })
                     .await;
                 (outcome.decision, outcome.token, client_copies)

@@ -57,6 +57,8 @@ impl ForwardAuth {
                         uri: &original.uri,
                         headers: req.headers(),
                         peer,
+                        // The TLS peer here is the front proxy, never the client: see `client_cert`.
+                        client_cert: None,
                     })
                     .await;
                 let answer = outcome.decision.map(|decision| match decision {

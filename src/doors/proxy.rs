@@ -1,12 +1,14 @@
 //! The inline proxy: strip the client's identity headers, decide, then forward the request with
 //! the trusted ones, or answer the rejection.
 
+use crate::client_cert::ClientCert;
 use crate::decision::{Admission, Decider, Decision};
 use crate::error::{is_grpc, Body};
 use crate::forward::{strip_connection_listed, Forwarder};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn handle(
@@ -27,6 +29,7 @@ pub async fn handle(
             uri: req.uri(),
             headers: req.headers(),
             peer,
+            client_cert: req.extensions().get::<Arc<ClientCert>>().map(|c| &**c),
         })
         .await;
     let answer = match outcome.decision {

@@ -51,6 +51,7 @@ fn eval(expr: Value) -> bool {
         custom_data: Some(&custom),
         permissions: Some(&perms),
         request: Some(RequestFacts {
+            client_cert: None,
             method: "GET",
             path: "/api/x",
             remote_ip: "10.0.0.7".parse().unwrap(),
