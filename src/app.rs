@@ -232,6 +232,8 @@ impl App {
                 door.clone(),
                 self.decider.clone(),
                 listener,
+                limits,
+                self.tls.clone(),
                 stopped(stop_rx.clone()),
             ))),
             _ => None,

@@ -17,7 +17,9 @@ use super::original_request::{self, Original};
 use super::trusted::TrustedProxies;
 use crate::config::{ForwardAuthConfig, KeyError};
 use crate::decision::{Admission, Decider, Decision, IdentityHeaders};
-use crate::error::{error_chain, Body, Reject};
+use crate::error::{Body, Reject};
+use crate::server::ServerLimits;
+use crate::tls::Tls;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
     HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
@@ -26,12 +28,15 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
 use http::{HeaderMap, HeaderName, Method, Response};
-use http_body_util::BodyExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
+use tower::Service as _;
 
 /// `CheckResponse.status` when claimgate answers in the application's place (`/userinfo`):
 /// anything but OK makes Envoy send the `DeniedHttpResponse` (here a 200) to the client.
@@ -129,13 +134,17 @@ pub struct Service {
     decider: Arc<Decider>,
 }
 
+/// The gRPC connection's peer, handed to the tonic service by [`serve`].
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
 #[tonic::async_trait]
 impl Authorization for Service {
     async fn check(
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        let peer = request.remote_addr();
+        let peer = request.extensions().get::<Peer>().map(|p| p.0);
         let response = self
             .door
             .check(&self.decider, peer, request.get_ref())
@@ -145,21 +154,54 @@ impl Authorization for Service {
 }
 
 /// Serves `Check` on `listener` until `shutdown` resolves (open calls are then finished).
+///
+/// The gRPC service runs on claimgate's own server, so the listener has the proxy listener's
+/// TLS (and client-certificate verification: mTLS from Envoy), `limits.*`, accept backoff and
+/// drain, instead of a second, differently configured stack.
 pub async fn serve(
     door: Arc<ExtAuthz>,
     decider: Arc<Decider>,
     listener: TcpListener,
+    limits: ServerLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let served = tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(Service { door, decider }))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %error_chain(&e), "the ext_authz gRPC listener stopped");
+    let grpc = AuthorizationServer::new(Service { door, decider });
+    let handler = move |mut req: http::Request<Incoming>, peer: SocketAddr| {
+        let mut grpc = grpc.clone();
+        req.extensions_mut().insert(Peer(peer));
+        async move {
+            let response = match grpc.call(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            buffered(response).await
+        }
+    };
+    crate::server::serve_tls(listener, limits, tls, handler, shutdown).await;
+}
+
+/// A `Check` answer is one small message: it is read whole and re-sent with its trailers
+/// (`grpc-status`) in the server's body type. A body that fails to produce is a gRPC INTERNAL.
+async fn buffered(response: http::Response<tonic::body::Body>) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            let mut frames = vec![Frame::data(collected.to_bytes())];
+            frames.extend(trailers.map(Frame::trailers));
+            let frames = frames.into_iter().map(Ok::<_, hyper::Error>);
+            Response::from_parts(
+                parts,
+                StreamBody::new(futures_util::stream::iter(frames)).boxed(),
+            )
+        }
+        Err(status) => {
+            tracing::error!(error = %status, "an ext_authz answer could not be produced");
+            tonic::Status::internal("claimgate could not produce the answer")
+                .into_http::<Body>()
+                .map(|_| crate::error::full(bytes::Bytes::new()))
+        }
     }
 }
 
