@@ -323,6 +323,7 @@ fn bench_rules(c: &mut Criterion) {
             method,
             path: "/reports/2026",
             remote_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            client_cert: None,
         }),
     };
     let get = http::Method::GET;
