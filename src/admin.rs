@@ -14,6 +14,7 @@ pub struct Admin {
     pub key_stores: Vec<Arc<KeyStore>>,
     pub metrics: Arc<Metrics>,
     pub dev: Option<DevIssuer>,
+    pub draining: crate::drain::Draining,
 }
 
 impl Admin {
@@ -67,8 +68,11 @@ impl Admin {
                 (s.provider().to_owned(), status)
             })
             .collect();
-        let ready = self.key_stores.iter().all(|s| s.is_ready());
-        let body = serde_json::json!({ "ready": ready, "providers": providers }).to_string();
+        let draining = self.draining.is_on();
+        let ready = !draining && self.key_stores.iter().all(|s| s.is_ready());
+        let body =
+            serde_json::json!({ "ready": ready, "draining": draining, "providers": providers })
+                .to_string();
         let status = if ready {
             StatusCode::OK
         } else {

@@ -8,6 +8,7 @@ use crate::decision::Decider;
 use crate::dev::DevIssuer;
 use crate::doors::ext_authz::{self, ExtAuthz};
 use crate::doors::forward_auth::ForwardAuth;
+use crate::drain::{Draining, Tunnels};
 use crate::forward::{Forwarder, UpstreamTls};
 use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
@@ -23,6 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use workers::{spawn_proxy_workers, stopped, Door};
+
+mod workers;
 
 pub struct App {
     pub config: Config,
@@ -36,6 +40,9 @@ pub struct App {
     pub tls: Option<Arc<Tls>>,
     /// Envoy ext_authz over gRPC, with its address (`forward_auth.grpc_listen`).
     ext_authz: Option<(Arc<ExtAuthz>, std::net::SocketAddr)>,
+    /// Set at the first SIGTERM/SIGINT: `/readyz` turns 503 and HTTP/1 connections close.
+    pub draining: Draining,
+    tunnels: Tunnels,
 }
 
 impl App {
@@ -128,11 +135,13 @@ impl App {
             userinfo,
             metrics: metrics.clone(),
         });
+        let draining = Draining::default();
         let admin = Arc::new(Admin {
             decider: decider.clone(),
             key_stores: key_stores.clone(),
             metrics: metrics.clone(),
             dev,
+            draining: draining.clone(),
         });
         let tls = match &config.tls {
             Some(cfg) => Some(Arc::new(Tls::new(
@@ -141,14 +150,16 @@ impl App {
             )?)),
             None => None,
         };
+        let tunnels = Tunnels::default();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let doors = match (config.mode, &config.upstream, &config.forward_auth) {
             (Mode::Proxy, Some(upstream), _) => {
                 let upstream_tls = UpstreamTls::new(upstream.tls.as_ref())?;
                 (0..workers)
                     .map(|_| {
-                        let forwarder =
-                            Forwarder::with_tls(upstream, &upstream_tls)?.behind_tls(tls.is_some());
+                        let forwarder = Forwarder::with_tls(upstream, &upstream_tls)?
+                            .behind_tls(tls.is_some())
+                            .with_tunnels(tunnels.clone());
                         Ok(Door::Proxy(Arc::new(forwarder)))
                     })
                     .collect::<Result<_, _>>()?
@@ -189,6 +200,8 @@ impl App {
             key_stores,
             tls,
             ext_authz,
+            draining,
+            tunnels,
         })
     }
 
@@ -216,7 +229,11 @@ impl App {
         if let Some(tls) = &self.tls {
             tokio::spawn(tls.clone().watch_files(stop_rx.clone()));
         }
-        let limits = ServerLimits::from(&self.config.limits);
+        let shutdown_cfg = self.config.shutdown;
+        let limits = ServerLimits {
+            drain_grace: Duration::from_secs(shutdown_cfg.grace_seconds),
+            ..ServerLimits::from(&self.config.limits)
+        };
         let admin = self.admin.clone();
         let admin_task = tokio::spawn(crate::server::serve(
             admin_listener,
@@ -244,10 +261,18 @@ impl App {
             proxy_listener,
             limits,
             self.tls.clone(),
+            (self.draining.clone(), self.tunnels.clone()),
             &stop_rx,
         );
         shutdown.await;
-        tracing::info!("shutting down: draining connections");
+        self.draining.start();
+        tracing::info!(
+            delay_seconds = shutdown_cfg.delay_seconds,
+            grace_seconds = shutdown_cfg.grace_seconds,
+            "draining: /readyz answers 503; still accepting until the delay ends"
+        );
+        tokio::time::sleep(Duration::from_secs(shutdown_cfg.delay_seconds)).await;
+        tracing::info!("drain stop point: listeners closed; requests in flight may finish");
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
         if let Some(task) = grpc_task {
@@ -257,110 +282,6 @@ impl App {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }
     }
-}
-
-/// The front door a proxy worker serves on the `listen` port, per `mode`.
-#[derive(Clone)]
-enum Door {
-    Proxy(Arc<Forwarder>),
-    ForwardAuth(Arc<ForwardAuth>),
-}
-
-impl Door {
-    async fn handle(
-        &self,
-        decider: &Decider,
-        req: http::Request<hyper::body::Incoming>,
-        peer: std::net::SocketAddr,
-    ) -> http::Response<crate::error::Body> {
-        match self {
-            Door::Proxy(forwarder) => {
-                crate::doors::proxy::handle(decider, req, peer, forwarder).await
-            }
-            Door::ForwardAuth(door) => door.handle(decider, req, peer).await,
-        }
-    }
-}
-
-/// Thread per core: each worker is a single-threaded runtime with its own accept loop on the
-/// shared listening socket and its own upstream pool. A request then never hops threads, which
-/// under load costs less than tokio's work stealing (measured in benches/load.sh).
-fn spawn_proxy_workers(
-    decider: Arc<Decider>,
-    doors: Vec<Door>,
-    listener: TcpListener,
-    limits: ServerLimits,
-    tls: Option<Arc<Tls>>,
-    stop_rx: &watch::Receiver<bool>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot hand the proxy listener to the workers");
-            return Vec::new();
-        }
-    };
-    let mut handles = Vec::with_capacity(doors.len());
-    for (index, door) in doors.into_iter().enumerate() {
-        let listener = match listener.try_clone() {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, worker = index, "cannot share the proxy listener");
-                continue;
-            }
-        };
-        let (decider, stop, tls) = (decider.clone(), stop_rx.clone(), tls.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("claimgate-proxy-{index}"))
-            .spawn(move || run_worker(listener, limits, tls, decider, door, stop));
-        match spawned {
-            Ok(handle) => handles.push(handle),
-            Err(e) => {
-                tracing::error!(error = %e, worker = index, "cannot start a proxy worker thread")
-            }
-        }
-    }
-    handles
-}
-
-fn run_worker(
-    listener: std::net::TcpListener,
-    limits: ServerLimits,
-    tls: Option<Arc<Tls>>,
-    decider: Arc<Decider>,
-    door: Door,
-    stop: watch::Receiver<bool>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a proxy worker runtime");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot register the proxy listener");
-                return;
-            }
-        };
-        crate::server::serve_tls(
-            listener,
-            limits,
-            tls,
-            move |req, peer| {
-                let (decider, door) = (decider.clone(), door.clone());
-                async move { door.handle(&decider, req, peer).await }
-            },
-            stopped(stop),
-        )
-        .await;
-    });
 }
 
 /// The HTTP client for JWKS and discovery fetches, trusting `extra_roots` on top of the
@@ -381,12 +302,4 @@ fn jwks_client(
     builder
         .build()
         .map_err(|e| KeyError::new(key, format!("cannot build the JWKS HTTP client: {e}")))
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }

@@ -194,5 +194,10 @@ pub fn config(
         limits: Default::default(),
         paths: Default::default(),
         tls: None,
+        // Nothing routes around a laptop: Ctrl-C stops at once (open requests still finish).
+        shutdown: crate::config::ShutdownConfig {
+            delay_seconds: 0,
+            grace_seconds: 5,
+        },
     }
 }

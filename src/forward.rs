@@ -58,6 +58,8 @@ pub struct Forwarder {
     /// Prefix from the upstream URL, without trailing slash; empty when the URL has no path.
     base_path: String,
     timeout: Duration,
+    /// Upgraded connections, counted for the drain.
+    tunnels: crate::drain::Tunnels,
 }
 
 impl Forwarder {
@@ -123,10 +125,17 @@ impl Forwarder {
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(upstream.timeout_ms),
+            tunnels: Default::default(),
         })
     }
 
     /// For a listener that serves TLS: the upstream is told `X-Forwarded-Proto: https`.
+    /// Counts this forwarder's WebSocket tunnels in `tunnels`, which the drain waits for.
+    pub fn with_tunnels(mut self, tunnels: crate::drain::Tunnels) -> Self {
+        self.tunnels = tunnels;
+        self
+    }
+
     pub fn behind_tls(mut self, tls: bool) -> Self {
         if tls {
             self.client_scheme = HeaderValue::from_static("https");
@@ -272,7 +281,9 @@ impl Forwarder {
         }
 
         let upstream = self.authority.clone();
+        let open = self.tunnels.open();
         tokio::spawn(async move {
+            let _open = open;
             // The client side only completes once hyper has written our 101, i.e. after return.
             let (client, server) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok(pair) => pair,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod decision;
 pub mod dev;
 pub mod doors;
+pub mod drain;
 pub mod echo;
 pub mod error;
 pub mod expansion;

@@ -117,7 +117,7 @@ async fn run(app: App) -> Result<(), String> {
     let upstream = app.config.upstream.as_ref().map_or("-", |u| u.url.as_str());
     let grpc_listen = app.grpc_listen().map_or("-".to_owned(), |a| a.to_string());
     tracing::info!(listen = %app.config.listen, admin = %app.config.admin.listen, grpc_listen, mode = ?app.config.mode, upstream, "claimgate started");
-    app.run(proxy, admin, grpc, shutdown_signal()).await;
+    app.run(proxy, admin, grpc, drain_signal()).await;
     Ok(())
 }
 
@@ -169,12 +169,23 @@ async fn run_dev(
             users_file.display()
         );
     });
-    app.run(proxy_listener, admin_listener, None, shutdown_signal())
+    app.run(proxy_listener, admin_listener, None, drain_signal())
         .await;
     if let Some(dir) = users_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
+}
+
+/// The first SIGTERM/SIGINT starts the drain (see `claimgate::drain`); a second one exits at
+/// once, for an operator who does not want to wait.
+async fn drain_signal() {
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("claimgate: second signal: exiting without finishing the drain");
+        std::process::exit(1);
+    });
 }
 
 async fn shutdown_signal() {

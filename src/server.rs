@@ -21,10 +21,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-/// Open connections get this long to finish once shutdown starts; after that they are dropped so
-/// a stuck client cannot hold the process up past an orchestrator's kill deadline.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// hyper's HTTP/1 read buffer cannot be smaller than this.
 const MIN_HEADER_BYTES: usize = 8192;
 
@@ -36,6 +32,10 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Request line plus headers (HTTP/1), or the header list (HTTP/2); more is a 431.
     pub max_header_bytes: usize,
+    /// Once the listener stops, open connections get this long to finish (`shutdown.grace_seconds`);
+    /// after that they are dropped, so a stuck client cannot hold the process past the
+    /// orchestrator's kill deadline.
+    pub drain_grace: Duration,
 }
 
 impl From<&LimitsConfig> for ServerLimits {
@@ -43,6 +43,9 @@ impl From<&LimitsConfig> for ServerLimits {
         Self {
             idle_timeout: Duration::from_millis(limits.header_read_timeout_ms),
             max_header_bytes: limits.max_header_bytes,
+            drain_grace: Duration::from_secs(
+                crate::config::ShutdownConfig::default().grace_seconds,
+            ),
         }
     }
 }
@@ -72,7 +75,7 @@ fn builder(limits: ServerLimits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves HTTP/1.1 (with upgrades) and h2c prior knowledge on `listener` until `shutdown`
-/// resolves, then drains open connections for at most [`DRAIN_TIMEOUT`].
+/// resolves, then drains open connections for at most `limits.drain_grace`.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     limits: ServerLimits,
@@ -153,7 +156,7 @@ pub async fn serve_tls<F, Fut>(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+        () = tokio::time::sleep(limits.drain_grace) => {
             tracing::warn!(listener = ?local, "connections still open after drain timeout; closing");
         }
     }

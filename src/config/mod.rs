@@ -57,6 +57,8 @@ pub struct Config {
     /// Serve the proxy listener over TLS.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
 /// The proxy listener's certificate; both files are re-read when they change on disk.
@@ -76,6 +78,36 @@ pub struct TlsConfig {
     /// `required` (the default once `client_ca_file` is set) or `optional`.
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
+}
+
+/// The drain after SIGTERM/SIGINT (see `crate::drain`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Keep accepting this long after the signal (with `/readyz` at 503), for endpoints
+    /// controllers and load balancers to stop sending.
+    #[serde(default = "default_shutdown_delay")]
+    pub delay_seconds: u64,
+    /// From the stop point, how long requests in flight (and WebSocket tunnels) may still take.
+    #[serde(default = "default_shutdown_grace")]
+    pub grace_seconds: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            delay_seconds: default_shutdown_delay(),
+            grace_seconds: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_shutdown_delay() -> u64 {
+    5
+}
+
+fn default_shutdown_grace() -> u64 {
+    25
 }
 
 /// Whether a listener client must present a certificate. A presented one is always verified.

@@ -72,6 +72,8 @@ impl TestConfig {
         Self(json!({
             "upstream": {"url": upstream, "timeout_ms": 30000},
             "max_token_bytes": 8192,
+            // Tests stop the proxy with SIGTERM; only tests/drain.rs is about the drain's delay.
+            "shutdown": {"delay_seconds": 0, "grace_seconds": 5},
             "providers": [{
                 "name": "test",
                 "issuer": keys::ISSUER,
@@ -295,6 +297,31 @@ impl Proxy {
     /// GET `path` with `Authorization: Bearer <token>`.
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.get(path).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Sends `signal` (e.g. `"TERM"`) to the proxy process.
+    pub fn signal(&self, signal: &str) {
+        let guard = self.child.lock().unwrap();
+        let child = guard.as_ref().expect("the proxy is running");
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None` if still running.
+    pub async fn wait_exit(&self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the proxy with SIGTERM (graceful, so logs are flushed), SIGKILL after 5 s.
