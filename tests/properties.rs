@@ -97,6 +97,15 @@ fn verify(app: &App, rt: &tokio::runtime::Runtime, bytes: &[u8]) -> Result<(), S
         .map_err(|e| format!("{e:?}"))
 }
 
+/// `PROPTEST_CASES` when set (for a longer run), otherwise `default`: an explicit count would
+/// otherwise override the variable.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     Flip(Index, u8),
@@ -146,7 +155,7 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 2000,
+        cases: cases(2000),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -270,7 +279,7 @@ fn plan() -> &'static HeaderPlan {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 300,
+        cases: cases(300),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
