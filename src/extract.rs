@@ -32,7 +32,7 @@ pub fn token<'r>(
     for source in sources {
         match source {
             TokenSource::Header(name) => from_header(headers, name)
-                .try_for_each(|token| take(Cow::Borrowed(token), source))?,
+                .try_for_each(|token| take(Cow::Borrowed(token?), source))?,
             TokenSource::Cookie(name) => from_cookie(headers, name)
                 .try_for_each(|token| take(Cow::Borrowed(token), source))?,
             TokenSource::Query(name) => {
@@ -71,12 +71,28 @@ pub fn remove_tokens(headers: &mut HeaderMap, uri: &mut http::Uri, sources: &[To
     }
 }
 
-fn from_header<'r>(headers: &'r HeaderMap, name: &'r str) -> impl Iterator<Item = &'r str> + 'r {
+fn from_header<'r>(
+    headers: &'r HeaderMap,
+    name: &'r str,
+) -> impl Iterator<Item = Result<&'r str, Reject>> + 'r {
     let authorization = name.eq_ignore_ascii_case("authorization");
     headers
         .get_all(name)
         .iter()
-        .filter_map(move |value| bearer(value.to_str().ok()?.trim(), authorization))
+        .filter_map(move |value| match value.to_str() {
+            Ok(text) => bearer(text.trim(), authorization).map(Ok),
+            // A token sent with bytes outside visible ASCII is a broken token, not a missing one:
+            // `token_missing` would answer with a challenge that says no token was sent.
+            Err(_) if !authorization || is_bearer(value.as_bytes()) => {
+                Some(Err(Reject::Malformed("token is not visible ASCII")))
+            }
+            Err(_) => None,
+        })
+}
+
+fn is_bearer(value: &[u8]) -> bool {
+    let value = value.trim_ascii_start();
+    value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ")
 }
 
 fn bearer(value: &str, authorization: bool) -> Option<&str> {

@@ -76,3 +76,32 @@ fn removing_tokens_keeps_everything_else() {
     remove_tokens(&mut h, &mut uri, &sources());
     assert_eq!(uri, "/p");
 }
+
+#[test]
+fn a_token_with_bytes_outside_visible_ascii_is_malformed_not_missing() {
+    let sources = sources();
+    let malformed = Reject::Malformed("token is not visible ASCII");
+    for value in [
+        &b"Bearer \xffabc.def.ghi"[..],
+        b"bearer a.b\xe9.c",
+        b"  BEARER x.y.z\x80",
+    ] {
+        let mut h = HeaderMap::new();
+        let value = http::HeaderValue::from_bytes(value).unwrap();
+        h.insert(http::header::AUTHORIZATION, value);
+        assert_eq!(token(&h, None, &sources).unwrap_err(), malformed);
+    }
+    // Another scheme with Latin-1 credentials is still no bearer token at all.
+    let mut h = HeaderMap::new();
+    let basic = http::HeaderValue::from_bytes(b"Basic caf\xe9").unwrap();
+    h.insert(http::header::AUTHORIZATION, basic);
+    assert_eq!(token(&h, None, &sources).unwrap_err(), Reject::TokenMissing);
+    // A custom token header has no scheme: any such byte is a broken token.
+    let custom = [TokenSource::Header("X-Token".into())];
+    let mut h = HeaderMap::new();
+    h.insert(
+        "x-token",
+        http::HeaderValue::from_bytes(b"a.\xff.c").unwrap(),
+    );
+    assert_eq!(token(&h, None, &custom).unwrap_err(), malformed);
+}

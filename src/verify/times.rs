@@ -14,9 +14,10 @@ pub fn now_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The claim as whole seconds. Absent and `null` are both "not there" (so `exp: null` is
-/// `claim_missing`, like a token without `exp`), the way `null` is absent everywhere else in
-/// claimgate. A fractional NumericDate is valid and truncated.
+/// The claim as whole seconds. `exp: null` is "not there" (`claim_missing`, like a token without
+/// `exp`); a null `nbf` or `iat` is not a NumericDate and is refused like any other non-number,
+/// as Envoy does: skipping it would let a token opt out of its not-before check. A fractional
+/// NumericDate is valid and truncated.
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, Reject> {
     let out_of_range = Reject::Malformed(match name {
         "exp" => "exp is not a NumericDate between 0 and 253402300799",
@@ -24,7 +25,8 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
         _ => "iat is not a NumericDate between 0 and 253402300799",
     });
     let seconds = match claims.get(name) {
-        None | Some(Value::Null) => return Ok(None),
+        None => return Ok(None),
+        Some(Value::Null) if name == "exp" => return Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(whole) => Some(whole),
             // `-0.0 >= 0.0` holds: negative zero is zero. NaN and infinities cannot come out of
@@ -128,12 +130,15 @@ mod tests {
     }
 
     #[test]
-    fn null_is_absent() {
+    fn null_exp_is_missing_and_null_nbf_or_iat_malformed() {
         assert_eq!(
             check(json!({"exp": null})),
             Err(Reject::ClaimMissing("exp".into()))
         );
-        assert_eq!(check(json!({"exp": NOW + 10, "nbf": null})), Ok(NOW + 10));
+        let nbf = check(json!({"exp": NOW + 10, "nbf": null}));
+        assert_eq!(nbf, Err(malformed("nbf")));
+        let iat = check(json!({"exp": NOW + 10, "iat": null}));
+        assert_eq!(iat, Err(malformed("iat")));
     }
 
     #[test]

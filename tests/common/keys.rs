@@ -171,6 +171,12 @@ impl SigningKey {
         format!("{input}.{sig}")
     }
 
+    /// This key's base64url signature over `input` as it is: for signing inputs that are not
+    /// `header.payload` in base64url (RFC 7797 unencoded payloads).
+    pub fn sign_input(&self, input: &[u8]) -> String {
+        jsonwebtoken::crypto::sign(input, &self.encoding, self.alg).expect("sign")
+    }
+
     /// The default header `sign` would use, to be modified and passed to `sign_raw`.
     pub fn header(&self) -> Value {
         json!({"typ": "JWT", "alg": alg_name(self.alg), "kid": self.kid})
