@@ -67,8 +67,14 @@ impl Admin {
                 (s.provider().to_owned(), status)
             })
             .collect();
-        let ready = self.key_stores.iter().all(|s| s.is_ready());
-        let body = serde_json::json!({ "ready": ready, "providers": providers }).to_string();
+        // A revocation list never read would let revoked tokens through: not ready until it is.
+        let revocation = self.decider.revocation.as_ref().map(|r| r.is_ready());
+        let ready = self.key_stores.iter().all(|s| s.is_ready()) && revocation != Some(false);
+        let mut body = serde_json::json!({ "ready": ready, "providers": providers });
+        if let Some(loaded) = revocation {
+            body["revocation_list_loaded"] = loaded.into();
+        }
+        let body = body.to_string();
         let status = if ready {
             StatusCode::OK
         } else {
