@@ -1,0 +1,330 @@
+//! Revocation (issue 11) through the real binary: two claimgate processes on one MongoDB, with
+//! tokens they have already verified and cached. `tokens_valid_after` on the user's document and
+//! a `jti` in the revocation collection each reach both within a second, through the change
+//! streams; newer tokens and other tokens keep working; the config is checked up front.
+
+mod common;
+
+use common::*;
+use mongodb::bson::{doc, DateTime};
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// Bound of the polls below: the contract is "within a second"; this only stops a broken build
+/// from hanging (the poll ends as soon as the change is seen).
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// Two proxies on one database, one JWKS and one upstream. Field order is drop order: the
+/// proxies stop before their database goes.
+struct Pair {
+    proxies: [Proxy; 2],
+    key: SigningKey,
+    upstream: EchoUpstream,
+    _jwks: JwksServer,
+    db: TestDb,
+}
+
+impl Pair {
+    async fn start(before: impl AsyncFnOnce(&TestDb)) -> Self {
+        let db = TestDb::shared().await;
+        db.index("users", "user_id").await;
+        db.index("revoked", "jti").await;
+        before(&db).await;
+        let key = SigningKey::es256("ec");
+        let upstream = EchoUpstream::start().await;
+        let jwks_server = JwksServer::start(jwks(&[&key])).await;
+        let config = TestConfig::jwks(&upstream.url(), &jwks_server.uri())
+            .set("/user_data", mongo_section(&db.name))
+            .set("/user_data/tokens_valid_after_field", "tokensValidAfter")
+            .set(
+                "/revocation",
+                json!({"collection": "revoked", "jti_field": "jti", "expires_field": "expiresAt"}),
+            );
+        let env = [("MONGODB_URI", db.uri.as_str())];
+        let proxies = [
+            Proxy::spawn(&config, &[], &env),
+            Proxy::spawn(&config, &[], &env),
+        ];
+        for proxy in &proxies {
+            proxy.wait_ready().await;
+        }
+        Self {
+            proxies,
+            key,
+            upstream,
+            _jwks: jwks_server,
+            db,
+        }
+    }
+
+    fn token(&self, claims: Claims) -> String {
+        self.key.sign(&claims)
+    }
+
+    /// Both proxies forward `token`, twice each (the second from the verified-token cache).
+    async fn accepted_by_both(&self, token: &str) {
+        for proxy in &self.proxies {
+            for _ in 0..2 {
+                expect_echo(proxy.get_with_token("/", token).await).await;
+            }
+        }
+    }
+
+    /// Both proxies refuse `token` as revoked, and the upstream sees none of it.
+    async fn refused_by_both(&self, token: &str) {
+        let seen = self.upstream.requests().len();
+        for proxy in &self.proxies {
+            let resp = proxy.get_with_token("/", token).await;
+            let body = expect_reject(resp, 401, "token_revoked").await;
+            assert_eq!(body["error_description"], "token has been revoked");
+        }
+        assert_eq!(
+            self.upstream.requests().len(),
+            seen,
+            "a revoked token reached the upstream"
+        );
+    }
+
+    /// Polls each proxy until `token` gets `status` (and `reason`); returns the slowest delay.
+    async fn wait_both(&self, token: &str, status: u16, reason: &str) -> Duration {
+        let mut slowest = Duration::ZERO;
+        for (i, proxy) in self.proxies.iter().enumerate() {
+            let what = format!("proxy {i} answering {status} {reason}");
+            let (_, took) = poll(WITHIN, &what, || async {
+                let resp = proxy.get_with_token("/", token).await;
+                let got = resp.status().as_u16();
+                let text = resp.text().await.unwrap();
+                let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if got == status && (status == 200 || body["reason"] == reason) {
+                    Ok(())
+                } else {
+                    Err(format!("status {got}: {text}"))
+                }
+            })
+            .await;
+            slowest = slowest.max(took);
+        }
+        slowest
+    }
+
+    async fn metric(&self, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric(&self.proxies[i].metrics().await, name, labels).unwrap_or(0.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_valid_after_logs_a_user_out_of_every_instance() {
+    let pair = Pair::start(async |db: &TestDb| {
+        db.insert_user(doc! {"user_id": "alice", "userGroup": "staff"})
+            .await;
+    })
+    .await;
+    let issued = keys::now() - 30;
+    let old = pair.token(Claims::new().set("iat", issued));
+    let no_iat = pair.token(Claims::new().remove("iat"));
+    pair.accepted_by_both(&old).await;
+    pair.accepted_by_both(&no_iat).await;
+
+    // "Log out everywhere": the instant is now, as an Atlas function would store it.
+    let instant = DateTime::now();
+    pair.db
+        .users()
+        .update_one(
+            doc! {"user_id": "alice"},
+            doc! {"$set": {"tokensValidAfter": instant}},
+        )
+        .await
+        .unwrap();
+    let took = pair.wait_both(&old, 401, "token_revoked").await;
+    eprintln!("tokens_valid_after seen by both after at most {took:?}");
+    pair.refused_by_both(&old).await;
+    // Without `iat` a token cannot show it is newer: refused too.
+    pair.refused_by_both(&no_iat).await;
+
+    // A token issued after the instant (iat in whole seconds, rounded up past it) is accepted.
+    let after = instant.timestamp_millis().div_euclid(1000) + 1;
+    let fresh = pair.token(Claims::new().set("iat", after));
+    pair.accepted_by_both(&fresh).await;
+    // Another user is not affected.
+    pair.accepted_by_both(&pair.token(Claims::new().set("sub", "bob").set("iat", issued)))
+        .await;
+
+    for i in 0..2 {
+        let by_check = pair
+            .metric(
+                i,
+                "claimgate_token_revoked_total",
+                &[("check", "tokens_valid_after")],
+            )
+            .await;
+        let by_reason = pair
+            .metric(
+                i,
+                "claimgate_requests_total",
+                &[("outcome", "token_revoked")],
+            )
+            .await;
+        assert!(
+            by_check >= 2.0 && by_reason >= by_check,
+            "proxy {i}: {by_check}, {by_reason}"
+        );
+    }
+
+    // Clearing the field (null) lifts it: the old token works again.
+    pair.db
+        .users()
+        .update_one(
+            doc! {"user_id": "alice"},
+            doc! {"$set": {"tokensValidAfter": null}},
+        )
+        .await
+        .unwrap();
+    pair.wait_both(&old, 200, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_valid_after_as_epoch_seconds_and_unreadable_values() {
+    let now = keys::now();
+    let pair = Pair::start(async |db: &TestDb| {
+        db.insert_user(doc! {"user_id": "secs", "tokensValidAfter": now - 10})
+            .await;
+        db.insert_user(doc! {"user_id": "typo", "tokensValidAfter": "not a date"})
+            .await;
+    })
+    .await;
+    let token = |sub: &str, iat: i64| pair.token(Claims::new().set("sub", sub).set("iat", iat));
+    pair.refused_by_both(&token("secs", now - 20)).await;
+    pair.accepted_by_both(&token("secs", now - 10)).await;
+    // A value that is not a date fails closed: every token of that user is refused.
+    pair.refused_by_both(&token("typo", now)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_jti_is_refused_by_every_instance() {
+    let in_an_hour = DateTime::from_system_time(SystemTime::now() + Duration::from_secs(3600));
+    let pair = Pair::start(async |db: &TestDb| {
+        // Listed before the proxies start: the first full read has it.
+        db.coll("revoked")
+            .insert_one(doc! {"jti": "listed-early", "expiresAt": in_an_hour})
+            .await
+            .unwrap();
+    })
+    .await;
+    let with_jti = |jti: &str| pair.token(Claims::new().set("sub", "carol").set("jti", jti));
+    pair.refused_by_both(&with_jti("listed-early")).await;
+
+    let token = with_jti("t-1");
+    let other = with_jti("t-2");
+    let without = pair.token(Claims::new().set("sub", "carol"));
+    pair.accepted_by_both(&token).await;
+    pair.accepted_by_both(&other).await;
+
+    let revoked = pair.db.coll("revoked");
+    revoked
+        .insert_one(doc! {"jti": "t-1", "expiresAt": in_an_hour})
+        .await
+        .unwrap();
+    let took = pair.wait_both(&token, 401, "token_revoked").await;
+    eprintln!("jti revocation seen by both after at most {took:?}");
+    pair.refused_by_both(&token).await;
+    pair.accepted_by_both(&other).await;
+    pair.accepted_by_both(&without).await;
+    for i in 0..2 {
+        let by_check = pair
+            .metric(i, "claimgate_token_revoked_total", &[("check", "jti")])
+            .await;
+        assert!(by_check >= 3.0, "proxy {i}: {by_check}");
+        let entries = pair.metric(i, "claimgate_revocation_entries", &[]).await;
+        assert_eq!(entries, 2.0, "proxy {i}");
+    }
+
+    // The list follows deletes too: the entry goes, the token works again.
+    revoked.delete_one(doc! {"jti": "t-1"}).await.unwrap();
+    pair.wait_both(&token, 200, "").await;
+    // An entry already past its expiry lists nothing (its tokens are expired anyway).
+    let past = DateTime::from_system_time(SystemTime::now() - Duration::from_secs(60));
+    revoked
+        .insert_one(doc! {"jti": "t-2", "expiresAt": past})
+        .await
+        .unwrap();
+    revoked.insert_one(doc! {"jti": "marker"}).await.unwrap();
+    pair.wait_both(&with_jti("marker"), 401, "token_revoked")
+        .await;
+    pair.accepted_by_both(&other).await;
+}
+
+/// `claimgate check` on the harness config with `patch` applied.
+fn check(patch: impl FnOnce(TestConfig) -> TestConfig) -> (i32, String) {
+    let config = patch(TestConfig::jwks(
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9/jwks",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revocation.yaml");
+    std::fs::write(&path, config.yaml()).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("MONGODB_URI", "mongodb://127.0.0.1:9/")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let named = stderr.contains(&*path.to_string_lossy());
+    assert!(named || out.status.success(), "names the file: {stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn revocation_config_errors_name_the_key() {
+    let list = json!({"collection": "revoked"});
+    let cases = [
+        (
+            check(|c| c.set("/revocation", list.clone())),
+            "revocation",
+            "source: mongodb",
+        ),
+        (
+            check(|c| {
+                c.set(
+                    "/user_data",
+                    json!({"source": "file", "path": "/nonexistent.json"}),
+                )
+                .set("/revocation", list.clone())
+            }),
+            "revocation",
+            "source: mongodb",
+        ),
+        (
+            check(|c| {
+                c.set("/user_data", mongo_section("db")).set(
+                    "/revocation",
+                    json!({"collection": "revoked", "max_entries": 0}),
+                )
+            }),
+            "revocation.max_entries",
+            "greater than 0",
+        ),
+        (
+            check(|c| {
+                c.set("/user_data", mongo_section("db")).set(
+                    "/revocation",
+                    json!({"collection": "revoked", "jti_feld": "x"}),
+                )
+            }),
+            "revocation",
+            "jti_feld",
+        ),
+    ];
+    for ((code, stderr), key, reason) in cases {
+        assert_eq!(code, 2, "exit code; stderr: {stderr}");
+        assert!(stderr.contains(key), "names {key}: {stderr}");
+        assert!(stderr.contains(reason), "says why ({reason}): {stderr}");
+    }
+    let (code, stderr) = check(|c| {
+        c.set("/user_data", mongo_section("db"))
+            .set("/user_data/tokens_valid_after_field", "tokensValidAfter")
+            .set("/revocation", list.clone())
+    });
+    assert_eq!(code, 0, "a valid section passes: {stderr}");
+}
