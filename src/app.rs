@@ -100,7 +100,6 @@ impl App {
             Some(cfg) => Some(Arc::new(Revocation::new(
                 cfg,
                 user_data.as_deref(),
-                config.user_data.as_ref(),
                 metrics.revocation.clone(),
             )?)),
             None => None,

@@ -104,7 +104,6 @@ impl Revocation {
     pub fn new(
         cfg: &RevocationConfig,
         user_data: Option<&crate::userdata::UserData>,
-        user_data_cfg: Option<&crate::config::UserDataConfig>,
         metrics: RevocationMetrics,
     ) -> Result<Self, KeyError> {
         let src = user_data.and_then(|u| u.mongo()).ok_or_else(|| {
@@ -133,8 +132,8 @@ impl Revocation {
             ));
         }
         let database = cfg.database.clone().unwrap_or_else(|| src.database.clone());
-        let on_unavailable = user_data_cfg.map_or(OnUnavailable::default(), |u| u.on_unavailable);
         Ok(Self {
+            on_unavailable: src.on_unavailable,
             grace: src.timeout,
             src,
             database,
@@ -142,7 +141,6 @@ impl Revocation {
             jti_field: cfg.jti_field.clone(),
             expires_field: cfg.expires_field.clone(),
             max_entries: cfg.max_entries,
-            on_unavailable,
             state: RwLock::new(State::default()),
             metrics,
         })

@@ -5,118 +5,12 @@
 
 mod common;
 
+use common::revocation::{Pair, WITHIN};
 use common::*;
 use mongodb::bson::{doc, DateTime};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
-
-/// Bound of the polls below: the contract is "within a second"; this only stops a broken build
-/// from hanging (the poll ends as soon as the change is seen).
-const WITHIN: Duration = Duration::from_secs(5);
-
-/// Two proxies on one database, one JWKS and one upstream. Field order is drop order: the
-/// proxies stop before their database goes.
-struct Pair {
-    proxies: [Proxy; 2],
-    key: SigningKey,
-    upstream: EchoUpstream,
-    _jwks: JwksServer,
-    db: TestDb,
-}
-
-impl Pair {
-    async fn start(before: impl AsyncFnOnce(&TestDb)) -> Self {
-        Self::on(TestDb::shared().await, |_, c| c, before).await
-    }
-
-    /// Two proxies on `db`; `configure` gets each proxy's index and the shared config.
-    async fn on(
-        db: TestDb,
-        configure: impl Fn(usize, TestConfig) -> TestConfig,
-        before: impl AsyncFnOnce(&TestDb),
-    ) -> Self {
-        db.index("users", "user_id").await;
-        db.index("revoked", "jti").await;
-        before(&db).await;
-        let key = SigningKey::es256("ec");
-        let upstream = EchoUpstream::start().await;
-        let jwks_server = JwksServer::start(jwks(&[&key])).await;
-        let config = TestConfig::jwks(&upstream.url(), &jwks_server.uri())
-            .set("/user_data", mongo_section(&db.name))
-            .set("/user_data/tokens_valid_after_field", "tokensValidAfter")
-            .set(
-                "/revocation",
-                json!({"collection": "revoked", "jti_field": "jti", "expires_field": "expiresAt"}),
-            );
-        let env = [("MONGODB_URI", db.uri.as_str())];
-        let proxies = [0, 1].map(|i| Proxy::spawn(&configure(i, config.clone()), &[], &env));
-        for proxy in &proxies {
-            proxy.wait_ready().await;
-        }
-        Self {
-            proxies,
-            key,
-            upstream,
-            _jwks: jwks_server,
-            db,
-        }
-    }
-
-    fn token(&self, claims: Claims) -> String {
-        self.key.sign(&claims)
-    }
-
-    /// Both proxies forward `token`, twice each (the second from the verified-token cache).
-    async fn accepted_by_both(&self, token: &str) {
-        for proxy in &self.proxies {
-            for _ in 0..2 {
-                expect_echo(proxy.get_with_token("/", token).await).await;
-            }
-        }
-    }
-
-    /// Both proxies refuse `token` as revoked, and the upstream sees none of it.
-    async fn refused_by_both(&self, token: &str) {
-        let seen = self.upstream.requests().len();
-        for proxy in &self.proxies {
-            let resp = proxy.get_with_token("/", token).await;
-            let body = expect_reject(resp, 401, "token_revoked").await;
-            assert_eq!(body["error_description"], "token has been revoked");
-        }
-        assert_eq!(
-            self.upstream.requests().len(),
-            seen,
-            "a revoked token reached the upstream"
-        );
-    }
-
-    /// Polls each proxy until `token` gets `status` (and `reason`); returns the slowest delay.
-    async fn wait_both(&self, token: &str, status: u16, reason: &str) -> Duration {
-        let mut slowest = Duration::ZERO;
-        for (i, proxy) in self.proxies.iter().enumerate() {
-            let what = format!("proxy {i} answering {status} {reason}");
-            let (_, took) = poll(WITHIN, &what, || async {
-                let resp = proxy.get_with_token("/", token).await;
-                let got = resp.status().as_u16();
-                let text = resp.text().await.unwrap();
-                let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                if got == status && (status == 200 || body["reason"] == reason) {
-                    Ok(())
-                } else {
-                    Err(format!("status {got}: {text}"))
-                }
-            })
-            .await;
-            slowest = slowest.max(took);
-        }
-        slowest
-    }
-
-    async fn metric(&self, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric(&self.proxies[i].metrics().await, name, labels).unwrap_or(0.0)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_valid_after_logs_a_user_out_of_every_instance() {
@@ -328,6 +222,50 @@ async fn an_outage_keeps_the_last_list_or_refuses_as_on_unavailable_says() {
     // token, which starts a new stream and a full read). Back up only so the test database can be
     // dropped.
     server.restart().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forward_auth_door_refuses_revoked_tokens_too() {
+    let db = TestDb::shared().await;
+    db.index("users", "user_id").await;
+    let now = keys::now();
+    let after = DateTime::from_millis((now - 10) * 1000);
+    db.insert_user(doc! {"user_id": "alice", "tokensValidAfter": after})
+        .await;
+    db.coll("revoked")
+        .insert_one(doc! {"jti": "gone"})
+        .await
+        .unwrap();
+    let mut section = mongo_section(&db.name);
+    section["uri"] = json!(db.uri);
+    let env = front::setup("x_forwarded", |c| {
+        c.set("/user_data", section)
+            .set("/user_data/tokens_valid_after_field", "tokensValidAfter")
+            .set("/revocation", json!({"collection": "revoked"}))
+    })
+    .await;
+    let ask = async |claims: Claims| {
+        let mut headers = front::traefik("GET", "/api/x");
+        headers.push(format!("Authorization: Bearer {}", env.key.sign(&claims)));
+        raw::request(&env.claimgate.url, "GET", "/", &headers).await
+    };
+    let refused = |resp: &raw::RawResponse| {
+        assert_eq!(resp.status, 401, "{resp:?}");
+        assert!(
+            resp.body.contains("\"reason\":\"token_revoked\""),
+            "{resp:?}"
+        );
+        let challenge = resp.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_token\""),
+            "{resp:?}"
+        );
+    };
+    refused(&ask(Claims::new().set("iat", now - 20)).await);
+    assert_eq!(ask(Claims::new().set("iat", now)).await.status, 200);
+    refused(&ask(Claims::new().set("sub", "bob").set("jti", "gone")).await);
+    let resp = ask(Claims::new().set("sub", "bob").set("jti", "kept")).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
 }
 
 /// `claimgate check` on the harness config with `patch` applied.
