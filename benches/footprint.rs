@@ -122,6 +122,8 @@ fn main() {
             identity,
             rendered,
             rendered_for: Mutex::new(None),
+            iat: None,
+            jti: None,
         })
     };
     let (lean, lean_bytes) = per_entry(
@@ -166,6 +168,7 @@ fn main() {
                         permissions: None,
                         blocked: false,
                         expires_at: None,
+                        tokens_valid_after: None,
                     })
                 })
                 .collect::<Vec<_>>()

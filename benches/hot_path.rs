@@ -267,6 +267,8 @@ fn bench_request_parts(c: &mut Criterion) {
         identity,
         rendered: OnceLock::new(),
         rendered_for: Mutex::new(None),
+        iat: None,
+        jti: None,
     });
     for i in 0..10_000 {
         cache.insert(digest(&format!("{token}{i}")), session.clone());

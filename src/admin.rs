@@ -69,10 +69,16 @@ impl Admin {
             })
             .collect();
         let draining = self.draining.is_on();
-        let ready = !draining && self.key_stores.iter().all(|s| s.is_ready());
-        let body =
-            serde_json::json!({ "ready": ready, "draining": draining, "providers": providers })
-                .to_string();
+        // A revocation list never read would let revoked tokens through: not ready until it is.
+        let revocation = self.decider.revocation.as_ref().map(|r| r.is_ready());
+        let ready =
+            !draining && self.key_stores.iter().all(|s| s.is_ready()) && revocation != Some(false);
+        let mut body =
+            serde_json::json!({ "ready": ready, "draining": draining, "providers": providers });
+        if let Some(loaded) = revocation {
+            body["revocation_list_loaded"] = loaded.into();
+        }
+        let body = body.to_string();
         let status = if ready {
             StatusCode::OK
         } else {

@@ -14,6 +14,7 @@ use crate::headers::HeaderPlan;
 use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::revocation::Revocation;
 use crate::server::ServerLimits;
 use crate::tls::Tls;
 use crate::token_cache::TokenCache;
@@ -102,6 +103,14 @@ impl App {
             Some(cfg) => Some(Arc::new(UserData::new(cfg, metrics.user_data.clone())?)),
             None => None,
         };
+        let revocation = match &config.revocation {
+            Some(cfg) => Some(Arc::new(Revocation::new(
+                cfg,
+                user_data.as_deref(),
+                metrics.revocation.clone(),
+            )?)),
+            None => None,
+        };
         let custom_data_limit = config.user_data.as_ref().map(|u| u.custom_data_max_bytes);
         let headers = HeaderPlan::compile(
             &forward,
@@ -129,6 +138,7 @@ impl App {
             headers,
             token_cache,
             user_data,
+            revocation,
             policy,
             keep_claims,
             keep_mapped_data,
@@ -225,6 +235,9 @@ impl App {
         }
         if let Some(user_data) = &self.decider.user_data {
             tokio::spawn(user_data.clone().run(stop_rx.clone()));
+        }
+        if let Some(revocation) = &self.decider.revocation {
+            tokio::spawn(revocation.clone().run(stop_rx.clone()));
         }
         if let Some(tls) = &self.tls {
             tokio::spawn(tls.clone().watch_files(stop_rx.clone()));

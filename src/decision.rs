@@ -15,6 +15,7 @@ use crate::headers::{HeaderPlan, Rendered};
 use crate::log_safe::Escaped;
 use crate::metrics::{Metrics, ALLOWED};
 use crate::policy::Policy;
+use crate::revocation::Revocation;
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
@@ -34,6 +35,7 @@ pub struct Decider {
     pub headers: HeaderPlan,
     pub token_cache: TokenCache,
     pub user_data: Option<Arc<UserData>>,
+    pub revocation: Option<Arc<Revocation>>,
     pub policy: Policy,
     pub userinfo: Option<Userinfo>,
     /// Whether anything reads `%%token` after the first request of a token (rules, or headers
@@ -208,6 +210,7 @@ impl Decider {
         };
 
         // Authorize.
+        self.check_revoked(&session, record.as_deref())?;
         if let Some(rule) = rule {
             rule.check(&ctx)?;
         }
@@ -250,6 +253,23 @@ impl Decider {
         Ok(record)
     }
 
+    /// Revocation, against the user record the cache holds now (kept fresh by change streams) and
+    /// the current list, so a revocation reaches tokens whose verification is cached. A token
+    /// without `iat` cannot prove it is newer than `tokens_valid_after`: "log out everywhere"
+    /// refuses it too.
+    fn check_revoked(&self, session: &Session, record: Option<&UserRecord>) -> Result<(), Reject> {
+        if let Some(after) = record.and_then(|r| r.tokens_valid_after) {
+            if !session.iat.is_some_and(|iat| iat >= after) {
+                self.metrics.revocation.refused_valid_after.inc();
+                return Err(Reject::TokenRevoked);
+            }
+        }
+        match &self.revocation {
+            Some(list) => list.check(session.jti.as_deref()),
+            None => Ok(()),
+        }
+    }
+
     /// Verify and map claims, or reuse the result for a byte-identical token.
     async fn session(&self, token: &str, key: TokenDigest) -> Result<Arc<Session>, Reject> {
         if let Some(session) = self
@@ -261,6 +281,18 @@ impl Decider {
         let verified = self.verifier.verify(token).await?;
         let provider = &self.verifier.providers[verified.proof.provider];
         let data = self.mappings[verified.proof.provider].map(&verified.claims)?;
+        let iat = verified
+            .claims
+            .get("iat")
+            .and_then(serde_json::Value::as_f64);
+        let jti = match &self.revocation {
+            Some(_) => verified
+                .claims
+                .get("jti")
+                .and_then(serde_json::Value::as_str)
+                .map(Box::from),
+            None => None,
+        };
         let mut identity = Identity {
             id: verified.user_id,
             provider: provider.name.clone(),
@@ -289,6 +321,8 @@ impl Decider {
             identity,
             rendered,
             rendered_for: Mutex::new(None),
+            iat,
+            jti,
         });
         self.token_cache.insert(key, session.clone());
         Ok(session)

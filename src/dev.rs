@@ -174,6 +174,7 @@ pub fn config(
             required: false,
             blocked_field: Some("blocked".into()),
             expiration_field: Some("expirationDate".into()),
+            tokens_valid_after_field: None,
             on_user_creation: Some(UserCreationConfig {
                 document: json!({"roles": ["reader"]})
                     .as_object()
@@ -186,6 +187,7 @@ pub fn config(
             custom_data_max_bytes: 8192,
             timeout_ms: 2_000,
         }),
+        revocation: None,
         rules: Vec::new(),
         userinfo: Some(UserinfoConfig {
             path: "/.claimgate/userinfo".into(),

@@ -58,6 +58,12 @@ pub enum Reject {
     /// Forward-auth: the headers describing the original request are missing or malformed;
     /// carries what was wrong.
     BadOriginalRequest(&'static str),
+    /// Issued before the user's `tokens_valid_after` (or without `iat` while it is set), or its
+    /// `jti` is in the revocation list.
+    TokenRevoked,
+    /// The revocation list is not known to be complete (never loaded, over `max_entries`, or
+    /// not followed under `on_unavailable: deny`), so a token with a `jti` cannot be judged.
+    RevocationUnavailable,
 }
 
 impl Reject {
@@ -93,6 +99,8 @@ impl Reject {
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::UntrustedProxy => "untrusted_proxy",
             Reject::BadOriginalRequest(_) => "bad_original_request",
+            Reject::TokenRevoked => "token_revoked",
+            Reject::RevocationUnavailable => "revocation_unavailable",
         }
     }
 
@@ -128,6 +136,8 @@ impl Reject {
         "upstream_timeout",
         "untrusted_proxy",
         "bad_original_request",
+        "token_revoked",
+        "revocation_unavailable",
     ];
 
     pub fn description(&self) -> String {
@@ -174,14 +184,18 @@ impl Reject {
             Reject::UpstreamTimeout => "upstream timed out".into(),
             Reject::UntrustedProxy => "the caller is not in forward_auth.trusted_proxies".into(),
             Reject::BadOriginalRequest(what) => format!("bad original request: {what}"),
+            Reject::TokenRevoked => "token has been revoked".into(),
+            Reject::RevocationUnavailable => {
+                "the token revocation list is temporarily unavailable".into()
+            }
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Reject::KeysUnavailable | Reject::UserDataUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Reject::KeysUnavailable
+            | Reject::UserDataUnavailable
+            | Reject::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Forbidden(_)
             | Reject::ScopeMissing(_)
             | Reject::UserBlocked
@@ -251,7 +265,10 @@ impl Reject {
         if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if matches!(self, Reject::KeysUnavailable | Reject::UserDataUnavailable) {
+        if matches!(
+            self,
+            Reject::KeysUnavailable | Reject::UserDataUnavailable | Reject::RevocationUnavailable
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
@@ -315,6 +332,21 @@ mod tests {
             challenge,
             "Bearer error=\"invalid_token\", error_description=\"token expired\""
         );
+    }
+
+    #[test]
+    fn a_revoked_token_is_an_invalid_token() {
+        let r = Reject::TokenRevoked.into_response();
+        assert_eq!(r.status(), 401);
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer error=\"invalid_token\", error_description=\"token has been revoked\""
+        );
+        assert_eq!(Reject::TokenRevoked.grpc_status(), 16);
+        let r = Reject::RevocationUnavailable.into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
     }
 
     #[test]

@@ -40,6 +40,30 @@ pub struct Metrics {
     pub token_cache_hit_ratio: Gauge<f64, AtomicU64>,
     pub tls_handshake_errors: Counter,
     pub user_data: UserDataMetrics,
+    pub revocation: RevocationMetrics,
+}
+
+/// Metrics of revocation (issue 11). Refusals are also in `requests{outcome="token_revoked"}`;
+/// these say which check refused.
+#[derive(Default, Clone)]
+pub struct RevocationMetrics {
+    /// `iat` before the user's `tokens_valid_after` (or no `iat` while it is set).
+    pub refused_valid_after: Counter,
+    /// `jti` in the revocation list.
+    pub refused_jti: Counter,
+    /// Entries of the revocation list held in memory.
+    pub entries: Gauge,
+    /// 1 while the list is over `revocation.max_entries` (tokens with a `jti` get 503).
+    pub overflow: Gauge,
+    /// Change-stream events applied to the revocation list.
+    pub change_events: Counter,
+    /// Full reads of the revocation collection (startup, after a lost stream, overflow retries).
+    pub loads: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: &'static str,
 }
 
 /// Metrics of the user data step (issue: custom user data).
@@ -192,10 +216,12 @@ impl Metrics {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
+        let revocation = register_revocation(&mut registry);
         Self {
             registry,
             outcomes,
             user_data,
+            revocation,
             request_duration,
             jwks_fetches,
             jwks_keys,
@@ -241,6 +267,42 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+fn register_revocation(registry: &mut Registry) -> RevocationMetrics {
+    let refusals = Family::<CheckLabel, Counter>::default();
+    registry.register(
+        "token_revoked",
+        "Tokens refused as revoked, by check: tokens_valid_after or jti",
+        refusals.clone(),
+    );
+    let refused = |check| refusals.get_or_create(&CheckLabel { check }).clone();
+    let r = RevocationMetrics {
+        refused_valid_after: refused("tokens_valid_after"),
+        refused_jti: refused("jti"),
+        ..RevocationMetrics::default()
+    };
+    registry.register(
+        "revocation_entries",
+        "Entries of the revocation list held in memory",
+        r.entries.clone(),
+    );
+    registry.register(
+        "revocation_overflow",
+        "1 while the revocation list exceeds revocation.max_entries (tokens with a jti get 503)",
+        r.overflow.clone(),
+    );
+    registry.register(
+        "revocation_change_events",
+        "Change stream events applied to the revocation list",
+        r.change_events.clone(),
+    );
+    registry.register(
+        "revocation_loads",
+        "Full reads of the revocation collection",
+        r.loads.clone(),
+    );
+    r
 }
 
 /// Hits / lookups, left unset until the first lookup.

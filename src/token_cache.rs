@@ -25,6 +25,10 @@ pub struct Session {
     /// Identity headers that also depend on the user's document, with the document version
     /// (record) they were rendered from; reused while the user data cache hands out that record.
     pub rendered_for: Mutex<Option<(Arc<UserRecord>, Arc<Rendered>)>>,
+    /// `iat` and `jti`, kept for the revocation checks, which run on every request (a cached
+    /// verification must not outlive a revocation). `jti` only when a revocation list is set.
+    pub iat: Option<f64>,
+    pub jti: Option<Box<str>>,
 }
 
 pub type TokenDigest = [u8; 32];

@@ -5,11 +5,13 @@
 
 mod forward_auth;
 mod load;
+mod revocation;
 mod rules;
 mod userdata;
 
 pub use forward_auth::{ForwardAuthConfig, Mode, OriginalRequestSource};
 pub use load::{load_file, parse_str, ConfigError, KeyError};
+pub use revocation::RevocationConfig;
 pub use rules::{AuthMode, RuleConfig, RuleMatch, UserinfoConfig};
 pub use userdata::{
     OnUnavailable, RolesConfig, UserCreationConfig, UserDataCacheConfig, UserDataConfig,
@@ -45,6 +47,9 @@ pub struct Config {
     pub verified_token_cache: TokenCacheConfig,
     #[serde(default)]
     pub user_data: Option<UserDataConfig>,
+    /// Revoked `jti`s, kept in memory from a MongoDB collection (needs `user_data.source: mongodb`).
+    #[serde(default)]
+    pub revocation: Option<RevocationConfig>,
     /// First match wins; a request no rule matches needs a valid token and nothing more.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,

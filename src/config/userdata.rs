@@ -41,6 +41,10 @@ pub struct UserDataConfig {
     pub blocked_field: Option<String>,
     #[serde(default)]
     pub expiration_field: Option<String>,
+    /// A date (or epoch seconds) in the user's document: tokens issued (`iat`) before it are
+    /// refused as revoked ("log out everywhere").
+    #[serde(default)]
+    pub tokens_valid_after_field: Option<String>,
     #[serde(default)]
     pub on_user_creation: Option<UserCreationConfig>,
     #[serde(default)]

@@ -65,6 +65,7 @@ pub(crate) struct Fields {
     pub user_id: String,
     pub blocked: Option<String>,
     pub expiration: Option<String>,
+    pub tokens_valid_after: Option<String>,
 }
 
 impl Fields {
@@ -77,11 +78,16 @@ impl Fields {
             (Some(doc), Some(field)) => json_path(doc, field).and_then(|v| expiry(v, field)),
             _ => None,
         };
+        let tokens_valid_after = match (&document, &self.tokens_valid_after) {
+            (Some(doc), Some(field)) => json_path(doc, field).and_then(|v| valid_after(v, field)),
+            _ => None,
+        };
         UserRecord {
             document,
             permissions,
             blocked,
             expires_at,
+            tokens_valid_after,
         }
     }
 }
@@ -101,6 +107,31 @@ fn expiry(value: &Value, field: &str) -> Option<SystemTime> {
         );
     }
     Some(parsed.unwrap_or(UNIX_EPOCH))
+}
+
+/// Seconds since the epoch. `null` or a missing field revokes nothing; any other value that is
+/// not a date revokes every token (`+inf`): whoever wrote it meant to log the user out.
+fn valid_after(value: &Value, field: &str) -> Option<f64> {
+    if value.is_null() {
+        return None;
+    }
+    let seconds = parse_instant(value).map(|at| match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    });
+    if seconds.is_none() {
+        tracing::warn!(
+            field,
+            value = %value,
+            "user data tokens_valid_after field is not a date (BSON date, RFC 3339 string or epoch seconds); refusing every token of the user"
+        );
+    }
+    Some(seconds.unwrap_or(f64::INFINITY))
+}
+
+/// An instant from a BSON value (date, RFC 3339 string, epoch seconds), as the user fields read it.
+pub(crate) fn bson_instant(value: &Bson) -> Option<SystemTime> {
+    parse_instant(&bson_to_json(value.clone()))
 }
 
 fn parse_instant(value: &Value) -> Option<SystemTime> {
@@ -164,6 +195,7 @@ mod tests {
             user_id: "user_id".into(),
             blocked: Some("status.blocked".into()),
             expiration: Some("exp".into()),
+            tokens_valid_after: Some("tva".into()),
         };
         let r = fields.record(
             Some(serde_json::json!({"status": {"blocked": true}, "exp": "2001-01-01T00:00:00Z"})),
@@ -178,5 +210,24 @@ mod tests {
         assert!(!r.expired());
         let r = fields.record(Some(serde_json::json!({"exp": "soon"})), None);
         assert!(r.expired(), "unparseable expiration fails closed");
+
+        let r = fields.record(Some(serde_json::json!({"tva": 1_700_000_000})), None);
+        assert_eq!(r.tokens_valid_after, Some(1_700_000_000.0));
+        let r = fields.record(
+            Some(serde_json::json!({"tva": "2023-11-14T22:13:20.5Z"})),
+            None,
+        );
+        assert_eq!(r.tokens_valid_after, Some(1_700_000_000.5));
+        let date = doc_to_json(doc! {"tva": DateTime::from_millis(1_700_000_000_250)});
+        let r = fields.record(Some(date), None);
+        assert_eq!(r.tokens_valid_after, Some(1_700_000_000.25));
+        let r = fields.record(Some(serde_json::json!({"tva": null})), None);
+        assert_eq!(r.tokens_valid_after, None);
+        let r = fields.record(Some(serde_json::json!({"tva": "yesterday"})), None);
+        assert_eq!(
+            r.tokens_valid_after,
+            Some(f64::INFINITY),
+            "unparseable fails closed"
+        );
     }
 }

@@ -18,14 +18,19 @@ use crate::error::Reject;
 use crate::metrics::UserDataMetrics;
 /// How a MongoDB document becomes the JSON that rules, headers and /userinfo read.
 pub use convert::doc_to_json;
+// What the revocation list shares with user data: the client, the stream's resume rules and the
+// way fields and dates are read.
 use convert::Fields;
+pub(crate) use convert::{bson_instant, bson_path};
 use file::FileSource;
-use mongo::{MongoSource, Settings};
+use mongo::Settings;
+pub(crate) use mongo::{canonical_id, unreachable, MongoSource};
 use mongodb::bson::{Bson, Document};
 use mongodb::options::ConnectionString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+pub(crate) use stream::{stopped, unsupported};
 use tokio::sync::watch;
 
 /// One user's custom data as the rest of the proxy sees it.
@@ -38,6 +43,9 @@ pub struct UserRecord {
     pub blocked: bool,
     /// From `expiration_field`; kept as an instant because a record can stay cached for long.
     pub expires_at: Option<SystemTime>,
+    /// From `tokens_valid_after_field`, in seconds since the epoch: tokens with an earlier `iat`
+    /// are revoked. `+inf` when the field holds something that is not a date.
+    pub tokens_valid_after: Option<f64>,
 }
 
 impl UserRecord {
@@ -100,6 +108,7 @@ impl UserData {
             user_id: cfg.user_id_field.clone(),
             blocked: cfg.blocked_field.clone(),
             expiration: cfg.expiration_field.clone(),
+            tokens_valid_after: cfg.tokens_valid_after_field.clone(),
         };
         let creation = match &cfg.on_user_creation {
             Some(c) if c.document.contains_key("_id") => {
@@ -227,6 +236,14 @@ impl UserData {
             return Err(Reject::UserExpired);
         }
         Ok(())
+    }
+
+    /// The MongoDB source (and its client), for the revocation list; `None` with a file source.
+    pub(crate) fn mongo(&self) -> Option<Arc<MongoSource>> {
+        match &self.source {
+            Source::Mongo(src) => Some(src.clone()),
+            Source::File(_) => None,
+        }
     }
 
     pub fn cache_entries(&self) -> u64 {

@@ -30,8 +30,8 @@ pub(crate) struct MongoSource {
     /// `on_user_creation.document`; the id field is added per user.
     creation: Option<Document>,
     pub(crate) roles: Option<RolesConfig>,
-    timeout: Duration,
-    on_unavailable: OnUnavailable,
+    pub(crate) timeout: Duration,
+    pub(crate) on_unavailable: OnUnavailable,
     pub(crate) cache: Arc<RecordCache>,
     pub(crate) metrics: UserDataMetrics,
 }

@@ -175,12 +175,12 @@ fn apply(src: &MongoSource, which: Watched, event: &ChangeStreamEvent<Document>)
 
 /// Codes of deployments without change streams: standalone (40573), an unknown stage (40324),
 /// unsupported command (115) and missing privileges (13).
-fn unsupported(e: &Error) -> bool {
+pub(crate) fn unsupported(e: &Error) -> bool {
     matches!(error_code(e), Some(40573 | 40324 | 115 | 13))
 }
 
 /// Resolves once shutdown is requested or its sender is gone.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             return;

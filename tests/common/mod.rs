@@ -10,6 +10,7 @@ pub mod front;
 pub mod keys;
 pub mod mongo;
 pub mod raw;
+pub mod revocation;
 pub mod servers;
 pub mod userdata;
 
