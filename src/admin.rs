@@ -1,17 +1,18 @@
 //! The admin listener: liveness, readiness, Prometheus metrics, and (only in `--dev`) the dev
 //! issuer's token and JWKS endpoints.
 
-use crate::decision::Decider;
+use crate::app::Current;
+use crate::reload::{ReloadError, Reloader};
 use crate::dev::DevIssuer;
 use crate::error::{full, Body};
-use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::Arc;
 
 pub struct Admin {
-    pub decider: Arc<Decider>,
-    pub key_stores: Vec<Arc<KeyStore>>,
+    /// The compiled config in force (reloads swap it).
+    pub current: Current,
+    pub reloader: Arc<Reloader>,
     pub metrics: Arc<Metrics>,
     pub dev: Option<DevIssuer>,
     pub draining: crate::drain::Draining,
@@ -19,6 +20,9 @@ pub struct Admin {
 
 impl Admin {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        if req.method() == Method::POST && req.uri().path() == "/reload" {
+            return self.reload().await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return respond(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -30,11 +34,12 @@ impl Admin {
             "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
             "/readyz" => self.readyz(),
             "/metrics" => {
-                for store in &self.key_stores {
+                let compiled = self.current.load();
+                for store in &compiled.key_stores {
                     store.update_age_metric();
                 }
-                self.decider.token_cache.update_metrics();
-                if let Some(user_data) = &self.decider.user_data {
+                compiled.decider.token_cache.update_metrics();
+                if let Some(user_data) = &compiled.decider.user_data {
                     self.metrics
                         .user_data
                         .cache_entries
@@ -55,8 +60,36 @@ impl Admin {
         }
     }
 
+    /// `POST /reload`: 200 with the new config's hash, or 422 with the reason the running config
+    /// was kept (the same file/key/reason as `claimgate check`).
+    async fn reload(&self) -> Response<Body> {
+        match self.reloader.reload().await {
+            Ok(hash) => {
+                let body = serde_json::json!({"reloaded": true, "hash": hash});
+                respond(StatusCode::OK, "application/json", body.to_string())
+            }
+            Err(error) => {
+                let body = match &error {
+                    ReloadError::Invalid(e) => serde_json::json!({
+                        "reloaded": false, "error": error.to_string(),
+                        "file": e.file, "key": e.key, "reason": e.reason,
+                    }),
+                    ReloadError::NoConfigFile => {
+                        serde_json::json!({"reloaded": false, "error": error.to_string()})
+                    }
+                };
+                let status = match error {
+                    ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    ReloadError::NoConfigFile => StatusCode::CONFLICT,
+                };
+                respond(status, "application/json", body.to_string())
+            }
+        }
+    }
+
     fn readyz(&self) -> Response<Body> {
-        let providers: serde_json::Map<String, serde_json::Value> = self
+        let compiled = self.current.load();
+        let providers: serde_json::Map<String, serde_json::Value> = compiled
             .key_stores
             .iter()
             .map(|s| {
@@ -70,11 +103,16 @@ impl Admin {
             .collect();
         let draining = self.draining.is_on();
         // A revocation list never read would let revoked tokens through: not ready until it is.
-        let revocation = self.decider.revocation.as_ref().map(|r| r.is_ready());
+        let revocation = compiled.decider.revocation.as_ref().map(|r| r.is_ready());
         let ready =
-            !draining && self.key_stores.iter().all(|s| s.is_ready()) && revocation != Some(false);
-        let mut body =
-            serde_json::json!({ "ready": ready, "draining": draining, "providers": providers });
+            !draining && compiled.key_stores.iter().all(|s| s.is_ready()) && revocation != Some(false);
+        let config = serde_json::json!({
+            "hash": self.metrics.config.hash(),
+            "loaded_at": self.metrics.config.load_time(),
+        });
+        let mut body = serde_json::json!({
+            "ready": ready, "draining": draining, "providers": providers, "config": config,
+        });
         if let Some(loaded) = revocation {
             body["revocation_list_loaded"] = loaded.into();
         }

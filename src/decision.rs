@@ -33,7 +33,7 @@ pub struct Decider {
     /// Every provider's token sources, in config order without repeats.
     pub sources: Vec<TokenSource>,
     pub headers: HeaderPlan,
-    pub token_cache: TokenCache,
+    pub token_cache: Arc<TokenCache>,
     pub user_data: Option<Arc<UserData>>,
     pub revocation: Option<Arc<Revocation>>,
     pub policy: Policy,

@@ -197,6 +197,7 @@ pub fn config(
         paths: Default::default(),
         tls: None,
         // Nothing routes around a laptop: Ctrl-C stops at once (open requests still finish).
+        reload: Default::default(),
         shutdown: crate::config::ShutdownConfig {
             delay_seconds: 0,
             grace_seconds: 5,

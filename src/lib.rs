@@ -22,6 +22,7 @@ pub mod jwks;
 pub mod log_safe;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod revocation;
 pub mod scopes;
 pub mod server;

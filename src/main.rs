@@ -1,6 +1,7 @@
 use claimgate::app::App;
 use claimgate::config::{self, Config};
 use claimgate::dev::{self, DevIssuer};
+use claimgate::reload::{Reloader, Source};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +71,11 @@ fn main() -> ExitCode {
             config.listen = cli.listen.unwrap_or(config.listen);
             config.admin.listen = cli.admin_listen.unwrap_or(config.admin.listen);
             let app = App::build(config, None).map_err(|e| e.in_file(&path).to_string())?;
+            app.reloader.set_source(Source {
+                path,
+                listen: cli.listen,
+                admin_listen: cli.admin_listen,
+            });
             run(app).await
         }
     });
@@ -117,6 +123,8 @@ async fn run(app: App) -> Result<(), String> {
     let upstream = app.config.upstream.as_ref().map_or("-", |u| u.url.as_str());
     let grpc_listen = app.grpc_listen().map_or("-".to_owned(), |a| a.to_string());
     tracing::info!(listen = %app.config.listen, admin = %app.config.admin.listen, grpc_listen, mode = ?app.config.mode, upstream, "claimgate started");
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(app.reloader.clone()));
     app.run(proxy, admin, grpc, drain_signal()).await;
     Ok(())
 }
@@ -175,6 +183,22 @@ async fn run_dev(
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
+}
+
+/// Each SIGHUP re-reads the config file (the outcome is logged and counted by the reloader).
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: std::sync::Arc<Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let _ = reloader.reload().await;
+    }
 }
 
 /// The first SIGTERM/SIGINT starts the drain (see `claimgate::drain`); a second one exits at

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub tls_handshake_errors: Counter,
     pub user_data: UserDataMetrics,
     pub revocation: RevocationMetrics,
+    pub config: crate::reload::ConfigMetrics,
 }
 
 /// Metrics of revocation (issue 11). Refusals are also in `requests{outcome="token_revoked"}`;
@@ -217,8 +218,10 @@ impl Metrics {
             registry.register(name, help, counter.clone());
         }
         let revocation = register_revocation(&mut registry);
+        let config = crate::reload::ConfigMetrics::register(&mut registry);
         Self {
             registry,
+            config,
             outcomes,
             user_data,
             revocation,

@@ -1,5 +1,6 @@
 //! The proxy listener's worker threads, each serving the configured front door.
 
+use super::Current;
 use crate::decision::Decider;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::drain::{Draining, Tunnels};
@@ -38,8 +39,7 @@ impl Door {
 /// shared listening socket and its own upstream pool. A request then never hops threads, which
 /// under load costs less than tokio's work stealing (measured in benches/load.sh).
 pub(super) fn spawn_proxy_workers(
-    decider: Arc<Decider>,
-    doors: Vec<Door>,
+    current: Current,
     listener: TcpListener,
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
@@ -53,8 +53,9 @@ pub(super) fn spawn_proxy_workers(
             return Vec::new();
         }
     };
-    let mut handles = Vec::with_capacity(doors.len());
-    for (index, door) in doors.into_iter().enumerate() {
+    let workers = current.load().doors.len();
+    let mut handles = Vec::with_capacity(workers);
+    for index in 0..workers {
         let listener = match listener.try_clone() {
             Ok(listener) => listener,
             Err(e) => {
@@ -62,11 +63,11 @@ pub(super) fn spawn_proxy_workers(
                 continue;
             }
         };
-        let (decider, stop, tls) = (decider.clone(), stop_rx.clone(), tls.clone());
+        let (current, stop, tls) = (current.clone(), stop_rx.clone(), tls.clone());
         let drain = drain.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("claimgate-proxy-{index}"))
-            .spawn(move || run_worker(listener, limits, tls, decider, door, drain, stop));
+            .spawn(move || run_worker(listener, limits, tls, (current, index), drain, stop));
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(e) => {
@@ -81,8 +82,7 @@ fn run_worker(
     listener: std::net::TcpListener,
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
-    decider: Arc<Decider>,
-    door: Door,
+    (current, index): (Current, usize),
     (draining, tunnels): (Draining, Tunnels),
     stop: watch::Receiver<bool>,
 ) {
@@ -115,10 +115,14 @@ fn run_worker(
             limits,
             tls,
             move |req, peer| {
-                let (decider, door, draining) = (decider.clone(), door.clone(), draining.clone());
+                // The config in force when the request arrived serves all of it, even if a
+                // reload swaps another in meanwhile.
+                let compiled = current.load_full();
+                let draining = draining.clone();
                 async move {
                     let version = req.version();
-                    let mut response = door.handle(&decider, req, peer).await;
+                    let door = &compiled.doors[index.min(compiled.doors.len() - 1)];
+                    let mut response = door.handle(&compiled.decider, req, peer).await;
                     draining.close_after(version, &mut response);
                     response
                 }

@@ -64,6 +64,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
 }
 
 /// The proxy listener's certificate; both files are re-read when they change on disk.
@@ -83,6 +85,16 @@ pub struct TlsConfig {
     /// `required` (the default once `client_ca_file` is set) or `optional`.
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
+}
+
+/// Hot reload (`SIGHUP` and `POST /reload` always work; see `crate::reload`).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Also reload when the config file's contents change on disk (checked every second,
+    /// through symlinks, so a Kubernetes ConfigMap update is seen).
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// The drain after SIGTERM/SIGINT (see `crate::drain`).

@@ -128,10 +128,9 @@ impl ExtAuthz {
     }
 }
 
-/// The tonic service: the door and the decision it asks.
+/// The tonic service: it asks the door and decision of the config in force for each call.
 pub struct Service {
-    door: Arc<ExtAuthz>,
-    decider: Arc<Decider>,
+    current: crate::app::Current,
 }
 
 /// The gRPC connection's peer, handed to the tonic service by [`serve`].
@@ -145,9 +144,12 @@ impl Authorization for Service {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let peer = request.extensions().get::<Peer>().map(|p| p.0);
-        let response = self
-            .door
-            .check(&self.decider, peer, request.get_ref())
+        let compiled = self.current.load_full();
+        let Some((door, _)) = &compiled.ext_authz else {
+            return Err(tonic::Status::unavailable("ext_authz is not configured"));
+        };
+        let response = door
+            .check(&compiled.decider, peer, request.get_ref())
             .await;
         Ok(tonic::Response::new(response))
     }
@@ -159,14 +161,13 @@ impl Authorization for Service {
 /// TLS (and client-certificate verification: mTLS from Envoy), `limits.*`, accept backoff and
 /// drain, instead of a second, differently configured stack.
 pub async fn serve(
-    door: Arc<ExtAuthz>,
-    decider: Arc<Decider>,
+    current: crate::app::Current,
     listener: TcpListener,
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let grpc = AuthorizationServer::new(Service { door, decider });
+    let grpc = AuthorizationServer::new(Service { current });
     let handler = move |mut req: http::Request<Incoming>, peer: SocketAddr| {
         let mut grpc = grpc.clone();
         req.extensions_mut().insert(Peer(peer));
