@@ -2,10 +2,10 @@
 //! issuer's token and JWKS endpoints.
 
 use crate::app::Current;
-use crate::reload::{ReloadError, Reloader};
 use crate::dev::DevIssuer;
 use crate::error::{full, Body};
 use crate::metrics::Metrics;
+use crate::reload::{ReloadError, Reloader};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::Arc;
 
@@ -104,8 +104,9 @@ impl Admin {
         let draining = self.draining.is_on();
         // A revocation list never read would let revoked tokens through: not ready until it is.
         let revocation = compiled.decider.revocation.as_ref().map(|r| r.is_ready());
-        let ready =
-            !draining && compiled.key_stores.iter().all(|s| s.is_ready()) && revocation != Some(false);
+        let ready = !draining
+            && compiled.key_stores.iter().all(|s| s.is_ready())
+            && revocation != Some(false);
         let config = serde_json::json!({
             "hash": self.metrics.config.hash(),
             "loaded_at": self.metrics.config.load_time(),

@@ -86,7 +86,11 @@ impl App {
 
     /// Where the ext_authz gRPC listener is to be bound, if there is one.
     pub fn grpc_listen(&self) -> Option<std::net::SocketAddr> {
-        self.current.load().ext_authz.as_ref().map(|(_, addr)| *addr)
+        self.current
+            .load()
+            .ext_authz
+            .as_ref()
+            .map(|(_, addr)| *addr)
     }
 
     /// Serves the proxy and admin listeners (and the ext_authz gRPC listener, bound at

@@ -67,7 +67,11 @@ impl Reloader {
             last_seen: tokio::sync::Mutex::new(None),
             background: Mutex::new(Vec::new()),
         };
-        reloader.shared.metrics.config.loaded(&reloader.current.load().config);
+        reloader
+            .shared
+            .metrics
+            .config
+            .loaded(&reloader.current.load().config);
         reloader
     }
 
@@ -102,11 +106,17 @@ impl Reloader {
         let metrics = &self.shared.metrics.config;
         match &result {
             Ok(hash) => {
-                metrics.reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
+                metrics
+                    .reloads
+                    .get_or_create(&ResultLabel { result: "ok" })
+                    .inc();
                 tracing::info!(config = %source.path.display(), hash = %hash, "config reloaded");
             }
             Err(error) => {
-                metrics.reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+                metrics
+                    .reloads
+                    .get_or_create(&ResultLabel { result: "error" })
+                    .inc();
                 tracing::error!(%error, "config reload refused; the running config keeps serving");
             }
         }
@@ -115,9 +125,8 @@ impl Reloader {
 
     fn swap_in(&self, source: &Source, bytes: &[u8]) -> Result<String, ReloadError> {
         let invalid = |e: config::KeyError| ReloadError::Invalid(e.in_file(&source.path));
-        let text = std::str::from_utf8(bytes).map_err(|_| {
-            invalid(config::KeyError::new("", "is not UTF-8"))
-        })?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| invalid(config::KeyError::new("", "is not UTF-8")))?;
         let mut new = config::parse_str(text, &|name| std::env::var(name).ok()).map_err(invalid)?;
         new.listen = source.listen.unwrap_or(new.listen);
         new.admin.listen = source.admin_listen.unwrap_or(new.admin.listen);
@@ -136,18 +145,27 @@ impl Reloader {
     pub fn sync_background(&self) {
         let compiled = self.current.load_full();
         let decider = &compiled.decider;
-        let mut wanted: Vec<(usize, Box<dyn FnOnce(watch::Receiver<bool>) + Send>)> = Vec::new();
+        let mut wanted: Vec<(usize, Starter)> = Vec::new();
         for store in &compiled.key_stores {
             let store = store.clone();
-            wanted.push((address(&store), Box::new(move |rx| drop(tokio::spawn(store.run_refresh(rx))))));
+            wanted.push((
+                address(&store),
+                Box::new(move |rx| drop(tokio::spawn(store.run_refresh(rx)))),
+            ));
         }
         if let Some(user_data) = &decider.user_data {
             let user_data = user_data.clone();
-            wanted.push((address(&user_data), Box::new(move |rx| drop(tokio::spawn(user_data.run(rx))))));
+            wanted.push((
+                address(&user_data),
+                Box::new(move |rx| drop(tokio::spawn(user_data.run(rx)))),
+            ));
         }
         if let Some(revocation) = &decider.revocation {
             let revocation = revocation.clone();
-            wanted.push((address(&revocation), Box::new(move |rx| drop(tokio::spawn(revocation.run(rx))))));
+            wanted.push((
+                address(&revocation),
+                Box::new(move |rx| drop(tokio::spawn(revocation.run(rx)))),
+            ));
         }
         let Ok(mut running) = self.background.lock() else {
             return;
@@ -205,13 +223,17 @@ impl Reloader {
     }
 }
 
+/// Starts a component's background task with the given stop switch.
+type Starter = Box<dyn FnOnce(watch::Receiver<bool>) + Send>;
+
 fn address<T>(component: &Arc<T>) -> usize {
     Arc::as_ptr(component) as usize
 }
 
 /// The settings the listeners were started with cannot change without a restart.
 fn needs_no_restart(old: &Config, new: &Config) -> Result<(), config::KeyError> {
-    let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let same =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
     let grpc = |c: &Config| c.forward_auth.as_ref().and_then(|f| f.grpc_listen);
     let fixed: [(&str, bool); 7] = [
         ("listen", old.listen == new.listen),
@@ -281,9 +303,14 @@ impl ConfigMetrics {
     /// Records the hash of the file in force; returns it.
     fn set_hash(&self, bytes: &[u8]) -> String {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-        let hash: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hash: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         self.info.clear();
-        self.info.get_or_create(&HashLabel { hash: hash.clone() }).set(1);
+        self.info
+            .get_or_create(&HashLabel { hash: hash.clone() })
+            .set(1);
         if let Ok(mut current) = self.hash.lock() {
             current.clone_from(&hash);
         }

@@ -148,9 +148,7 @@ impl Authorization for Service {
         let Some((door, _)) = &compiled.ext_authz else {
             return Err(tonic::Status::unavailable("ext_authz is not configured"));
         };
-        let response = door
-            .check(&compiled.decider, peer, request.get_ref())
-            .await;
+        let response = door.check(&compiled.decider, peer, request.get_ref()).await;
         Ok(tonic::Response::new(response))
     }
 }
