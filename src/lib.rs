@@ -4,6 +4,7 @@
 //! The request path is in [`proxy`]; each step is a module with one job.
 
 pub mod admin;
+pub mod atlas_import;
 pub mod app;
 pub mod claims;
 pub mod config;
