@@ -4,8 +4,8 @@
 //! The request path is in [`proxy`]; each step is a module with one job.
 
 pub mod admin;
-pub mod atlas_import;
 pub mod app;
+pub mod atlas_import;
 pub mod claims;
 pub mod config;
 pub mod decision;

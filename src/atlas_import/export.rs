@@ -121,7 +121,12 @@ pub const CUSTOM_USER_DATA_KEYS: &[&str] = &[
 ];
 
 /// An error about `file` (relative to the export directory) at `key`.
-pub fn error(dir: &Path, file: &str, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub fn error(
+    dir: &Path,
+    file: &str,
+    key: impl Into<String>,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError {
         file: dir.join(file),
         key: key.into(),

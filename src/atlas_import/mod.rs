@@ -10,8 +10,8 @@ mod render;
 use crate::config::ConfigError;
 use export::{
     error, function_source, join_key, read_json, typed, unknown_keys, CustomTokenProvider,
-    CustomUserData, MetadataField, CONFIG_KEYS, CUSTOM_USER_DATA, CUSTOM_USER_DATA_KEYS,
-    PROVIDERS, PROVIDER_KEYS,
+    CustomUserData, MetadataField, CONFIG_KEYS, CUSTOM_USER_DATA, CUSTOM_USER_DATA_KEYS, PROVIDERS,
+    PROVIDER_KEYS,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -109,9 +109,9 @@ fn read_provider(dir: &Path, not_carried: &mut Vec<String>) -> Result<Provider, 
                     "expected a string",
                 ))
             }
-            None => map_key.clone().ok_or_else(|| {
-                error(dir, PROVIDERS, join_key(&key, "type"), "missing")
-            })?,
+            None => map_key
+                .clone()
+                .ok_or_else(|| error(dir, PROVIDERS, join_key(&key, "type"), "missing"))?,
         };
         if kind == "custom-token" {
             if found.is_some() {
@@ -164,7 +164,11 @@ fn read_provider(dir: &Path, not_carried: &mut Vec<String>) -> Result<Provider, 
     })
 }
 
-fn verification(dir: &Path, key: &str, p: &CustomTokenProvider) -> Result<Verification, ConfigError> {
+fn verification(
+    dir: &Path,
+    key: &str,
+    p: &CustomTokenProvider,
+) -> Result<Verification, ConfigError> {
     let alg_key = join_key(key, "config.signingAlgorithm");
     let alg = p.config.signing_algorithm.as_deref();
     if p.config.use_jwk_uri {

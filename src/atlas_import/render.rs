@@ -66,7 +66,7 @@ pub fn render(imp: &Imported, dir: &Path) -> String {
         &mut out,
         0,
         "Your service gets the Atlas-style user object ({\"id\", \"provider\", \"data\", \"custom_data\"})\n\
-         as JSON in this header, in place of calling App Services.",
+         in this header (base64url of its JSON), in place of calling App Services.",
     );
     out.push_str("forward:\n  user_header: \"X-Claimgate-User\"\n");
     out
