@@ -7,9 +7,32 @@ use super::{Imported, Provider, UserData, Verification};
 use std::fmt::Write;
 use std::path::Path;
 
-/// A YAML double-quoted scalar.
+/// A YAML double-quoted scalar. Beyond JSON's escapes, every character YAML would not take as
+/// printable content or would read as a line break (DEL, C1 controls, U+2028, ...) is escaped, so
+/// the value read back is exactly the export's.
 fn q(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
 }
 
 fn list(items: &[String]) -> String {
@@ -18,14 +41,24 @@ fn list(items: &[String]) -> String {
 }
 
 /// Comment lines at `indent`; text from the export (a function's source) is kept line for line.
+/// A character YAML could read as a line break is shown escaped, so nothing in a comment can
+/// end it and start a key.
 fn comment(out: &mut String, indent: usize, text: &str) {
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        let pad = " ".repeat(indent);
-        if line.is_empty() {
-            out.push_str(&format!("{pad}#\n"));
+    let pad = " ".repeat(indent);
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut shown = String::with_capacity(line.len());
+        for c in line.chars() {
+            if c != '\t' && needs_escape(c) {
+                let _ = write!(shown, "\\u{{{:04x}}}", u32::from(c));
+            } else {
+                shown.push(c);
+            }
+        }
+        if shown.trim().is_empty() {
+            let _ = writeln!(out, "{pad}#");
         } else {
-            out.push_str(&format!("{pad}# {line}\n"));
+            let _ = writeln!(out, "{pad}# {shown}");
         }
     }
 }
@@ -173,13 +206,51 @@ fn render_user_data(out: &mut String, ud: &UserData) {
         out,
         2,
         &format!(
-            "NOTE: the user creation function {name:?} ({file}) is code; claimgate inserts a static\n\
-             document instead (with user_id_field set to the user's id, atomically). Copy the\n\
-             constant fields it inserted into `document`; values it took from the user are in\n\
-             %%user.data (metadata fields) or %%token. Its source:\n"
+            "NOTE: the user creation function {name:?} ({file}) is code; claimgate\n\
+             inserts a static document instead (with user_id_field set to the user's id,\n\
+             atomically). Copy the constant fields it inserted into `document`; values it took\n\
+             from the user are in %%user.data (metadata fields) or %%token. Its source:\n"
         ),
     );
     let quoted: String = source.lines().map(|l| format!("  {l}\n")).collect();
     comment(out, 2, &quoted);
     out.push_str("  on_user_creation:\n    document: {}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{comment, q};
+    use serde_json::Value;
+
+    #[test]
+    fn quoted_values_read_back_exactly() {
+        for s in [
+            "plain",
+            "a \"quote\" and \\ backslash",
+            "${JWT_ISSUER}",
+            "https://example\\.com/tenant",
+            "line\nbreak\rcr\ttab",
+            "nel\u{85} ls\u{2028} ps\u{2029} del\u{7f} bom\u{feff}",
+            "é ü 日本",
+            "key: value # not a comment",
+        ] {
+            let yaml = format!("v: {}\n", q(s));
+            let back: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+            assert_eq!(back["v"], s, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn a_comment_cannot_end_early() {
+        let mut out = String::new();
+        comment(
+            &mut out,
+            2,
+            "first\rissuer: evil\u{85}x: 1\u{2028}y: 2\r\n\nlast",
+        );
+        out.push_str("k: 1\n");
+        let back: Value = serde_yaml_ng::from_str(&out).unwrap();
+        assert_eq!(back, serde_json::json!({"k": 1}), "{out}");
+        assert_eq!(out.lines().count(), 4, "{out}");
+    }
 }
