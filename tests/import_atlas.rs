@@ -130,7 +130,9 @@ fn user_creation_function_becomes_a_document_with_its_source_quoted() {
     assert_eq!(ud["collection"], "Users");
     assert_eq!(ud["user_id_field"], "user_id");
     assert_eq!(ud["on_user_creation"], json!({"document": {}}));
-    assert_eq!(c["providers"][0]["audience"], json!([]));
+    // No audience in Atlas: its default, the App ID, is kept.
+    assert_eq!(c["providers"][0]["audience"], json!(["authexample-abcde"]));
+    assert!(yaml.contains("Atlas then required the App ID"), "{yaml}");
     assert!(yaml.contains("\"mongodb-atlas\""), "service named: {yaml}");
     let source =
         std::fs::read_to_string(fixture("user_creation/functions/onUserCreation.js")).unwrap();

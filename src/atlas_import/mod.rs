@@ -31,6 +31,8 @@ pub struct Provider {
     pub disabled: bool,
     pub verification: Verification,
     pub audience: Vec<String>,
+    /// `audience` is the App ID because the provider set none (Atlas's default).
+    pub audience_is_app_id: bool,
     pub require_any_audience: bool,
     pub metadata_fields: Vec<MetadataField>,
     pub not_carried: Vec<String>,
@@ -153,11 +155,17 @@ fn read_provider(dir: &Path, not_carried: &mut Vec<String>) -> Result<Provider, 
             .map(|k| format!("{key}.config.{k}: no claimgate equivalent")),
     );
     let verification = verification(dir, &key, &p)?;
+    let mut audience = p.config.audience.map(|a| a.into_list()).unwrap_or_default();
+    let audience_is_app_id = audience.is_empty() && {
+        audience.extend(app_id(dir));
+        !audience.is_empty()
+    };
     Ok(Provider {
         name: p.name.clone().unwrap_or_else(|| "custom-token".to_owned()),
         disabled: p.disabled,
         verification,
-        audience: p.config.audience.map(|a| a.into_list()).unwrap_or_default(),
+        audience,
+        audience_is_app_id,
         require_any_audience: p.config.require_any_audience,
         metadata_fields: p.metadata_fields,
         not_carried: provider_notes,
@@ -239,6 +247,18 @@ fn verification(
         keys.push((var, secret.clone()));
     }
     Ok(Verification::Hs256(keys))
+}
+
+/// The App ID from `realm_config.json` (or `config.json` in older exports). Only used to keep
+/// Atlas's default audience, so an unreadable file just means no default.
+fn app_id(dir: &Path) -> Option<String> {
+    ["realm_config.json", "config.json"]
+        .iter()
+        .find_map(|file| {
+            let value = read_json(dir, file).ok()?;
+            let id = value.get("app_id")?.as_str()?;
+            (!id.is_empty()).then(|| id.to_owned())
+        })
 }
 
 /// An Atlas Secret name as an environment variable: `jwtSigningKey` → `JWT_SIGNING_KEY`.

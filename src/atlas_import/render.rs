@@ -142,12 +142,20 @@ fn render_provider(out: &mut String, p: &Provider) {
             }
         }
     }
-    if p.audience.is_empty() {
+    if p.audience_is_app_id {
         comment(
             out,
             4,
-            "No audience in Atlas. Atlas then expected the App ID in `aud`; claimgate checks no `aud`\n\
-             when `audience` is empty: list the App ID here if your tokens carry it.",
+            "No audience in Atlas: Atlas then required the App ID (realm_config.json app_id) in\n\
+             `aud`, so claimgate does too. Empty this list only if your tokens do not carry it.",
+        );
+    } else if p.audience.is_empty() {
+        comment(
+            out,
+            4,
+            "No audience in Atlas, and no App ID in the export (realm_config.json): Atlas then\n\
+             expected the App ID in `aud`; claimgate checks no `aud` when `audience` is empty:\n\
+             list the App ID here if your tokens carry it.",
         );
     }
     let _ = writeln!(out, "    audience: {}", list(&p.audience));
