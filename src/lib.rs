@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod atlas_import;
 pub mod claims;
 pub mod client_cert;
 pub mod config;

@@ -36,6 +36,12 @@ struct Cli {
 enum Command {
     /// Validate a config file: prints `ok` (exit 0) or the file, key and reason (exit 2).
     Check,
+    /// Print a claimgate config equivalent to an Atlas App Services app export (its custom JWT
+    /// provider and custom user data); exit 2 with the file and key if the export is malformed.
+    ImportAtlas {
+        /// The export's root directory (the one holding `auth/`).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,8 +53,10 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    if let Some(Command::Check) = cli.command {
-        return check(cli.config);
+    match cli.command {
+        Some(Command::Check) => return check(cli.config),
+        Some(Command::ImportAtlas { dir }) => return import_atlas(&dir),
+        None => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,6 +110,19 @@ fn check(path: Option<PathBuf>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn import_atlas(dir: &std::path::Path) -> ExitCode {
+    match claimgate::atlas_import::import(dir) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("claimgate import-atlas: {e}");
             ExitCode::from(2)
         }
     }
