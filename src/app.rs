@@ -236,11 +236,17 @@ impl App {
             ))),
             _ => None,
         };
+        let metrics = &self.decider.metrics;
+        let connections = Arc::new(crate::server::Connections::new(
+            &self.config.limits,
+            metrics.connections_open.clone(),
+            metrics.connections_refused.clone(),
+        ));
         let workers = spawn_proxy_workers(
             self.decider.clone(),
             self.doors,
             proxy_listener,
-            limits,
+            (limits, connections),
             self.tls.clone(),
             &stop_rx,
         );
@@ -287,7 +293,7 @@ fn spawn_proxy_workers(
     decider: Arc<Decider>,
     doors: Vec<Door>,
     listener: TcpListener,
-    limits: ServerLimits,
+    (limits, connections): (ServerLimits, Arc<crate::server::Connections>),
     tls: Option<Arc<Tls>>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Vec<std::thread::JoinHandle<()>> {
@@ -308,6 +314,7 @@ fn spawn_proxy_workers(
             }
         };
         let (decider, stop, tls) = (decider.clone(), stop_rx.clone(), tls.clone());
+        let limits = (limits, connections.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("claimgate-proxy-{index}"))
             .spawn(move || run_worker(listener, limits, tls, decider, door, stop));
@@ -323,7 +330,7 @@ fn spawn_proxy_workers(
 
 fn run_worker(
     listener: std::net::TcpListener,
-    limits: ServerLimits,
+    (limits, connections): (ServerLimits, Arc<crate::server::Connections>),
     tls: Option<Arc<Tls>>,
     decider: Arc<Decider>,
     door: Door,
@@ -351,6 +358,7 @@ fn run_worker(
             listener,
             limits,
             tls,
+            connections,
             move |req, peer| {
                 let (decider, door) = (decider.clone(), door.clone());
                 async move { door.handle(&decider, req, peer).await }
