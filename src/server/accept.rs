@@ -111,7 +111,11 @@ impl Connections {
 
     /// No cap, counted nowhere (the admin listener).
     pub fn unlimited() -> Self {
-        Self::new(&LimitsConfig::default(), Gauge::default(), Counter::default())
+        Self::new(
+            &LimitsConfig::default(),
+            Gauge::default(),
+            Counter::default(),
+        )
     }
 
     /// With `wait`, resolves once a slot is free, so that the next connection is only accepted
