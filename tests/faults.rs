@@ -81,23 +81,20 @@ async fn jwks_down_at_startup_is_served_within_one_refresh_of_coming_up() {
     expect_reject(resp, 503, "keys_unavailable").await;
     assert!(retry_after.is_some(), "503 without Retry-After");
 
-    let _server = FaultyJwks::start_at(port, JwksMode::Serve(jwks(&[&key]).to_string())).await;
+    let server = FaultyJwks::start_at(port, JwksMode::Serve(jwks(&[&key]).to_string())).await;
     let up = Instant::now();
-    // The first-load retries back off to at most jwks_min_refresh_seconds (2 s).
     while status_of(&proxy, &fresh(&key)).await != 200 {
         assert!(
-            up.elapsed() < Duration::from_secs(2) + ANSWER_WITHIN,
+            up.elapsed() < ANSWER_WITHIN,
             "not serving after the JWKS came up; stderr:\n{}",
             proxy.stderr()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("serving {:?} after the JWKS came up", up.elapsed());
-    assert!(
-        up.elapsed() < Duration::from_secs(2) + Duration::from_secs(3),
-        "took {:?}, more than one jwks_min_refresh_seconds (2 s) plus slack",
-        up.elapsed()
-    );
+    // Within one refresh: the first fetch that reached the server loaded the keys (requests
+    // without keys never fetch; the first-load retries back off to jwks_min_refresh_seconds).
+    assert_eq!(server.hits(), 1, "fetches before serving");
     assert_eq!(proxy.admin_get("/readyz").await.status(), 200);
 }
 
