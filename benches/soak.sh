@@ -137,9 +137,10 @@ log "building claimgate (release) and minting $TOKENS valid and $TOKENS expired 
   --issuer "$ISSUER" --ttl $((SOAK_SECONDS + 3600)) --expired "$TOKENS" --mongo-uri "$MONGODB_URI")
 BIN="$TARGET_DIR/release/claimgate"
 [ -x "$BIN" ] || die "no binary at $BIN"
-# A changed last character breaks the RS256 signature (and nothing else).
-awk '{ last = substr($0, length($0)); swap = (last == "A") ? "B" : "A";
-       print substr($0, 1, length($0) - 1) swap }' "$WORK/tokens.txt" >"$WORK/invalid.txt"
+# One changed character inside the signature (not the last one, whose low bits are padding)
+# breaks it and nothing else.
+awk '{ at = length($0) - 10; c = substr($0, at, 1); swap = (c == "A") ? "B" : "A";
+       print substr($0, 1, at - 1) swap substr($0, at + 1) }' "$WORK/tokens.txt" >"$WORK/invalid.txt"
 mv "$WORK/expired.txt" "$WORK/revoked.txt"
 mv "$WORK/tokens.txt" "$WORK/valid.txt"
 chmod 644 "$WORK"/*.txt "$WORK/jwks.json"
@@ -221,7 +222,8 @@ probe() { # token file → status of its first token
 [ "$(probe "$WORK/revoked.txt")" = 401 ] || die "a revoked (expired) token was not answered 401"
 
 RELOAD=0
-if "$BIN" --help 2>&1 | grep -qiE 'sighup|reload'; then
+HELP=$("$BIN" --help 2>&1 || true)
+if grep -qiE 'sighup|reload' <<<"$HELP"; then
   RELOAD=1
   log "reload: SIGHUP twice during the run"
 else
