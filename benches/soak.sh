@@ -7,8 +7,8 @@
 #
 # Everything listens on 127.0.0.1 only and is stopped on exit. The setup is benches/load.sh's:
 # nginx as upstream (`return 200`) and JWKS server, a MongoDB-wire server from
-# ../shared/ci/mongo.sh with one user document per token, tokens minted by
-# `cargo bench --bench mint` (RS256, benches/common). claimgate runs with user data (required,
+# ../shared/ci/mongo.sh with one user document per token, tokens minted by benches/mint.rs
+# (RS256, benches/common). claimgate runs with user data (required,
 # cached, change stream on), an `allow_when` rule on `canRead` and the verified-token cache on.
 #
 # Three wrk processes run side by side, one per token class, each with its own expected status:
@@ -133,7 +133,9 @@ log "MongoDB-wire server at $MONGODB_URI"
 
 log "building claimgate (release) and minting $TOKENS valid and $TOKENS expired RS256 tokens"
 (cd "$ROOT" && cargo build --release --quiet --bin claimgate)
-(cd "$ROOT" && cargo bench --quiet --bench mint -- --out "$WORK" --count "$TOKENS" \
+# The minting tool runs in the test profile (`cargo test --bench`): it shares the library build
+# of `cargo test`, and how fast tokens are minted does not matter here.
+(cd "$ROOT" && cargo test --quiet --bench mint -- --out "$WORK" --count "$TOKENS" \
   --issuer "$ISSUER" --ttl $((SOAK_SECONDS + 3600)) --expired "$TOKENS" --mongo-uri "$MONGODB_URI")
 BIN="$TARGET_DIR/release/claimgate"
 [ -x "$BIN" ] || die "no binary at $BIN"
