@@ -5,8 +5,9 @@
 //! Writes `DIR/jwks.json` (a fresh RSA-2048 key, kid `load-rsa`) and `DIR/tokens.txt`: N distinct
 //! RS256 tokens (`sub` user-000000 …), one per line, audience `claimgate-bench`. With
 //! `--mongo-uri URI` it also fills `bench.users` with one custom user data document per token
-//! (`user_id`, `name`, `roles`, `canRead`), indexed on `user_id`. Run without `--out` (as a plain
-//! `cargo bench` does) it does nothing.
+//! (`user_id`, `name`, `roles`, `canRead`), indexed on `user_id`. With `--expired N` it also
+//! writes `DIR/expired.txt`: N tokens of the same key that expired an hour ago (benches/soak.sh).
+//! Run without `--out` (as a plain `cargo bench` does) it does nothing.
 
 mod common;
 
@@ -20,6 +21,7 @@ fn main() {
     let mut issuer = "https://issuer.bench.example/".to_owned();
     let mut ttl = 3_600u64;
     let mut mongo_uri: Option<String> = None;
+    let mut expired = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -32,6 +34,7 @@ fn main() {
             "--issuer" => issuer = value("--issuer"),
             "--ttl" => ttl = value("--ttl").parse().expect("--ttl SECONDS"),
             "--mongo-uri" => mongo_uri = Some(value("--mongo-uri")),
+            "--expired" => expired = value("--expired").parse().expect("--expired N"),
             // cargo passes `--bench`; criterion-style filters are not ours to handle.
             _ => {}
         }
@@ -71,6 +74,13 @@ fn main() {
         writeln!(file, "{token}").expect("write token");
     }
     file.flush().expect("flush tokens");
+    if expired > 0 {
+        // Issued two hours ago for one hour: past `exp` even with the default 60 s clock skew.
+        let lines: Vec<String> = (0..expired)
+            .map(|i| signer.mint(&issuer, i, now - 7_200, 3_600))
+            .collect();
+        std::fs::write(out.join("expired.txt"), lines.join("\n") + "\n").expect("expired.txt");
+    }
     if let Some(uri) = mongo_uri {
         insert_users(&uri, count);
     }

@@ -135,10 +135,16 @@ impl App {
             ))),
             None => None,
         };
+        let metrics = &self.decider.metrics;
+        let connections = Arc::new(crate::server::Connections::new(
+            &self.config.limits,
+            metrics.connections_open.clone(),
+            metrics.connections_refused.clone(),
+        ));
         let workers = spawn_proxy_workers(
             self.current.clone(),
             proxy_listener,
-            limits,
+            (limits, connections),
             self.tls.clone(),
             (self.draining.clone(), self.reloader.tunnels()),
             &stop_rx,

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// A JWT-verifying reverse proxy: only requests with a valid token reach the upstream, carrying
-/// trusted identity headers.
+/// trusted identity headers. SIGHUP (or POST /reload on the admin port) reloads the config file;
+/// SIGTERM drains.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub token_cache_misses: Counter,
     pub token_cache_hit_ratio: Gauge<f64, AtomicU64>,
     pub tls_handshake_errors: Counter,
+    /// Open connections on the proxy listener (`limits.max_connections`).
+    pub connections_open: Gauge,
+    /// Connections closed at once because `limits.max_connections` were open (`refuse`).
+    pub connections_refused: Counter,
     pub user_data: UserDataMetrics,
     pub revocation: RevocationMetrics,
     pub config: crate::reload::ConfigMetrics,
@@ -165,6 +169,18 @@ impl Metrics {
             "TLS handshakes on the proxy listener that failed or timed out",
             tls_handshake_errors.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Open connections on the proxy listener",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Proxy connections closed at once because limits.max_connections were open",
+            connections_refused.clone(),
+        );
         let user_data = UserDataMetrics::default();
         let u = &user_data;
         registry.register(
@@ -234,6 +250,8 @@ impl Metrics {
             token_cache_misses,
             token_cache_hit_ratio,
             tls_handshake_errors,
+            connections_open,
+            connections_refused,
         }
     }
 

@@ -4,6 +4,9 @@ mod accept;
 mod idle;
 
 use crate::client_cert::ClientCert;
+
+pub use accept::Connections;
+
 use crate::config::LimitsConfig;
 use crate::error::Body;
 use crate::tls::Tls;
@@ -85,16 +88,18 @@ pub async fn serve<F, Fut>(
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_tls(listener, limits, None, handler, shutdown).await
+    let connections = Arc::new(Connections::unlimited());
+    serve_tls(listener, limits, None, connections, handler, shutdown).await
 }
 
 /// [`serve`], over TLS when `tls` is set (HTTP/2 or HTTP/1.1 by ALPN). The handshake must finish
 /// within the idle timeout, like a request head; a failed one is counted and ends only its
-/// connection.
+/// connection. `connections` may be shared by several accept loops on the same socket.
 pub async fn serve_tls<F, Fut>(
     listener: TcpListener,
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
+    connections: Arc<Connections>,
     handler: F,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -108,6 +113,10 @@ pub async fn serve_tls<F, Fut>(
     tokio::pin!(shutdown);
 
     loop {
+        let waited = tokio::select! {
+            permit = connections.wait_for_slot() => permit,
+            () = &mut shutdown => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -126,6 +135,10 @@ pub async fn serve_tls<F, Fut>(
                 }
             }
         };
+        // Dropping the stream closes it: the client learns at once instead of timing out.
+        let Some(slot) = connections.admit(waited, local, peer) else {
+            continue;
+        };
         // Small request/response writes would otherwise wait on Nagle + delayed ACK (~40 ms).
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
@@ -133,6 +146,7 @@ pub async fn serve_tls<F, Fut>(
         let (builder, handler, watcher) = (builder.clone(), handler.clone(), graceful.watcher());
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let Some(tls) = tls else {
                 let conn = Connection {
                     peer,

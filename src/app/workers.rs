@@ -5,7 +5,7 @@ use crate::decision::Decider;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::drain::{Draining, Tunnels};
 use crate::forward::Forwarder;
-use crate::server::ServerLimits;
+use crate::server::{Connections, ServerLimits};
 use crate::tls::Tls;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -41,7 +41,7 @@ impl Door {
 pub(super) fn spawn_proxy_workers(
     current: Current,
     listener: TcpListener,
-    limits: ServerLimits,
+    (limits, connections): (ServerLimits, Arc<Connections>),
     tls: Option<Arc<Tls>>,
     drain: (Draining, Tunnels),
     stop_rx: &watch::Receiver<bool>,
@@ -64,6 +64,7 @@ pub(super) fn spawn_proxy_workers(
             }
         };
         let (current, stop, tls) = (current.clone(), stop_rx.clone(), tls.clone());
+        let limits = (limits, connections.clone());
         let drain = drain.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("claimgate-proxy-{index}"))
@@ -80,7 +81,7 @@ pub(super) fn spawn_proxy_workers(
 
 fn run_worker(
     listener: std::net::TcpListener,
-    limits: ServerLimits,
+    (limits, connections): (ServerLimits, Arc<Connections>),
     tls: Option<Arc<Tls>>,
     (current, index): (Current, usize),
     (draining, tunnels): (Draining, Tunnels),
@@ -114,6 +115,7 @@ fn run_worker(
             listener,
             limits,
             tls,
+            connections,
             move |req, peer| {
                 // The config in force when the request arrived serves all of it, even if a
                 // reload swaps another in meanwhile.

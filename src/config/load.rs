@@ -303,6 +303,12 @@ mod tests {
         assert_eq!(c.providers[0].jwks_min_refresh_seconds, 30);
         assert_eq!(c.max_token_bytes, 8192);
         assert!(c.forward.is_none());
+        assert_eq!(c.limits.header_read_timeout_ms, 10_000);
+        assert_eq!(c.limits.max_connections, 0);
+        assert_eq!(
+            c.limits.on_max_connections,
+            crate::config::OnMaxConnections::Wait
+        );
     }
 
     #[test]

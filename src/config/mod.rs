@@ -145,6 +145,22 @@ pub struct LimitsConfig {
     /// Request line plus headers; more is 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Open connections on the proxy listener; 0 leaves only the descriptor limit.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// What a connection beyond `max_connections` gets.
+    #[serde(default)]
+    pub on_max_connections: OnMaxConnections,
+}
+
+/// `wait` leaves new connections in the kernel's backlog until one closes (clients see latency,
+/// not errors); `refuse` accepts and closes them at once (they fail fast and can retry elsewhere).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMaxConnections {
+    #[default]
+    Wait,
+    Refuse,
 }
 
 impl Default for LimitsConfig {
@@ -152,6 +168,8 @@ impl Default for LimitsConfig {
         Self {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             max_header_bytes: default_max_header_bytes(),
+            max_connections: 0,
+            on_max_connections: OnMaxConnections::default(),
         }
     }
 }

@@ -177,7 +177,8 @@ pub async fn serve(
             buffered(response).await
         }
     };
-    crate::server::serve_tls(listener, limits, tls, handler, shutdown).await;
+    let connections = Arc::new(crate::server::Connections::unlimited());
+    crate::server::serve_tls(listener, limits, tls, connections, handler, shutdown).await;
 }
 
 /// A `Check` answer is one small message: it is read whole and re-sent with its trailers

@@ -1,12 +1,20 @@
-//! What the accept loop does when `accept` fails.
+//! What the accept loop does when `accept` fails, and how many connections it lets in.
 //!
 //! Failures are nearly always resource exhaustion (EMFILE, ENFILE, ENOBUFS). Retrying at once
 //! spins the CPU, and a warning per retry floods the log while the process waits for
 //! descriptors to come back (open connections closing, idle ones timing out). So the delay
 //! grows while the failures continue, and the warning is rate limited.
+//!
+//! `limits.max_connections` is one budget for the whole proxy listener, shared by every worker's
+//! accept loop, so the cap does not depend on the number of cores.
 
+use crate::config::{LimitsConfig, OnMaxConnections};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 const FIRST_DELAY: Duration = Duration::from_millis(10);
 /// Short enough that a freed descriptor is put back to use within a second.
@@ -64,6 +72,108 @@ impl Backoff {
         }
         self.failures = 0;
         self.announced = false;
+    }
+}
+
+/// The proxy listener's connection budget and the count of its open connections.
+pub struct Connections {
+    /// None: no `limits.max_connections`.
+    slots: Option<Arc<Semaphore>>,
+    refuse: bool,
+    open: Gauge,
+    refused: Counter,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+/// Held by a connection's task for as long as the connection is open.
+pub struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    open: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl Connections {
+    pub fn new(limits: &LimitsConfig, open: Gauge, refused: Counter) -> Self {
+        Self {
+            slots: (limits.max_connections > 0)
+                .then(|| Arc::new(Semaphore::new(limits.max_connections))),
+            refuse: limits.on_max_connections == OnMaxConnections::Refuse,
+            open,
+            refused,
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    /// No cap, counted nowhere (the admin listener).
+    pub fn unlimited() -> Self {
+        Self::new(
+            &LimitsConfig::default(),
+            Gauge::default(),
+            Counter::default(),
+        )
+    }
+
+    /// With `wait`, resolves once a slot is free, so that the next connection is only accepted
+    /// then: until that moment it waits in the kernel's backlog.
+    pub(super) async fn wait_for_slot(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.slots {
+            Some(slots) if !self.refuse => slots.clone().acquire_owned().await.ok(),
+            _ => None,
+        }
+    }
+
+    /// The slot of a connection just accepted, or None when it must be closed at once
+    /// (`refuse` and every slot taken).
+    pub(super) fn admit(
+        &self,
+        waited: Option<OwnedSemaphorePermit>,
+        listener: Option<SocketAddr>,
+        peer: SocketAddr,
+    ) -> Option<Slot> {
+        let permit = match (&self.slots, waited) {
+            (_, Some(permit)) => Some(permit),
+            (None, None) => None,
+            (Some(slots), None) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.refused.inc();
+                    self.warn_refused(listener, peer);
+                    return None;
+                }
+            },
+        };
+        self.open.inc();
+        Some(Slot {
+            _permit: permit,
+            open: self.open.clone(),
+        })
+    }
+
+    fn warn_refused(&self, listener: Option<SocketAddr>, peer: SocketAddr) {
+        let now = Instant::now();
+        let due = match self.last_warning.lock() {
+            Ok(mut last) if last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) => {
+                *last = Some(now);
+                true
+            }
+            _ => false,
+        };
+        if due {
+            tracing::warn!(
+                listener = ?listener,
+                %peer,
+                refused = self.refused.get(),
+                "limits.max_connections reached: closing new connections \
+                 (claimgate_connections_refused_total counts them; next warning in 60 s)"
+            );
+        } else {
+            tracing::debug!(%peer, "limits.max_connections reached: connection closed");
+        }
     }
 }
 

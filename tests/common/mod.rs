@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod faulty;
 pub mod front;
 pub mod keys;
 pub mod mongo;
@@ -224,6 +225,18 @@ impl Proxy {
             admin_url: format!("http://127.0.0.1:{admin_port}"),
             client: http_client(),
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
+    /// Resident memory in KiB (`VmRSS` from /proc), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Everything the proxy wrote to stderr so far.
