@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::certs::{Pair, TestCa};
+use common::certs::{self, Pair, TestCa};
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -14,9 +14,7 @@ use rcgen::{DnType, SanType};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 struct Setup {
@@ -98,25 +96,7 @@ async fn get(
     client: Option<&Pair>,
     path: &str,
 ) -> Result<(u16, serde_json::Value), String> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(setup.server_ca.pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
-    let builder = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        Some(pair) => {
-            let chain = CertificateDer::pem_slice_iter(pair.cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
+    let config = certs::client_config(&setup.server_ca, client);
     let addr = setup.proxy.url.trim_start_matches("http://");
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").unwrap();

@@ -52,35 +52,7 @@ async fn drain_answers_every_request_sent_and_exits_zero() {
 
     // Clients with keep-alive pools send until shortly before the stop point.
     let stop_sending = Arc::new(AtomicBool::new(false));
-    let mut loops = Vec::new();
-    for _ in 0..4 {
-        let (url, token, stop) = (proxy.url.clone(), token.clone(), stop_sending.clone());
-        loops.push(tokio::spawn(async move {
-            let client = http_client();
-            let (mut sent, mut ok, mut closing, mut failures) = (0u32, 0u32, 0u32, Vec::new());
-            while !stop.load(Ordering::SeqCst) {
-                sent += 1;
-                match client
-                    .get(format!("{url}/hello"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                {
-                    Ok(resp) if resp.status() == 200 => {
-                        ok += 1;
-                        closing += u32::from(
-                            resp.headers()
-                                .get("connection")
-                                .is_some_and(|v| v == "close"),
-                        );
-                    }
-                    Ok(resp) => failures.push(format!("status {}", resp.status())),
-                    Err(e) => failures.push(format!("error {e}")),
-                }
-            }
-            (sent, ok, closing, failures)
-        }));
-    }
+    let loops = load::keep_alive_loops(&proxy.url, "/hello", &token, 4, &stop_sending);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A request whose body streams across the stop point.
@@ -102,12 +74,13 @@ async fn drain_answers_every_request_sent_and_exits_zero() {
 
     tokio::time::sleep(DELAY.saturating_sub(signalled.elapsed()) / 2).await;
     stop_sending.store(true, Ordering::SeqCst);
-    let (mut sent, mut ok, mut closing) = (0, 0, 0);
-    for handle in loops {
-        let (s, o, c, failures) = handle.await.unwrap();
-        assert!(failures.is_empty(), "{failures:?}\n{}", proxy.stderr());
-        (sent, ok, closing) = (sent + s, ok + o, closing + c);
-    }
+    let load::Counts {
+        sent,
+        ok,
+        closing,
+        failures,
+    } = load::total(loops).await;
+    assert!(failures.is_empty(), "{failures:?}\n{}", proxy.stderr());
     println!(
         "drain: {sent} requests sent, {ok} answered 200, {closing} of them with Connection: close"
     );

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::certs::{Pair, TestCa};
+use common::certs::{self, Pair, TestCa};
 use common::front::setup;
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
@@ -14,12 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -29,25 +25,7 @@ fn client(
     ca: &TestCa,
     identity: Option<&Pair>,
 ) -> AuthorizationClient<Client<Https, tonic::body::Body>> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
-    let builder = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some(pair) => {
-            let chain = CertificateDer::pem_slice_iter(pair.cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
+    let config = certs::client_config(ca, identity);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()

@@ -95,37 +95,6 @@ impl Env {
     }
 }
 
-/// Client loops over keep-alive connections; each returns (sent, answered 200, failures).
-fn load(
-    proxy: &Proxy,
-    token: &str,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<(u32, u32, Vec<String>)>> {
-    (0..4)
-        .map(|_| {
-            let (url, token, stop) = (proxy.url.clone(), token.to_owned(), stop.clone());
-            tokio::spawn(async move {
-                let client = http_client();
-                let (mut sent, mut ok, mut failures) = (0, 0, Vec::new());
-                while !stop.load(Ordering::SeqCst) {
-                    sent += 1;
-                    match client
-                        .get(format!("{url}/hello"))
-                        .bearer_auth(&token)
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status() == 200 => ok += 1,
-                        Ok(r) => failures.push(format!("status {}", r.status())),
-                        Err(e) => failures.push(format!("error {e}")),
-                    }
-                }
-                (sent, ok, failures)
-            })
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reloads_under_load_swap_valid_configs_and_refuse_invalid_ones() {
     let env = start(false).await;
@@ -149,7 +118,7 @@ async fn reloads_under_load_swap_valid_configs_and_refuse_invalid_ones() {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let loops = load(&env.proxy, &token, &stop);
+    let loops = load::keep_alive_loops(&env.proxy.url, "/hello", &token, 4, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // 1. valid, by POST /reload: /probe now needs role b.
@@ -194,12 +163,10 @@ async fn reloads_under_load_swap_valid_configs_and_refuse_invalid_ones() {
     assert_eq!(env.probe().await, 200);
 
     stop.store(true, Ordering::SeqCst);
-    let (mut sent, mut ok) = (0, 0);
-    for handle in loops {
-        let (s, o, failures) = handle.await.unwrap();
-        assert!(failures.is_empty(), "{failures:?}\n{}", env.proxy.stderr());
-        (sent, ok) = (sent + s, ok + o);
-    }
+    let load::Counts {
+        sent, ok, failures, ..
+    } = load::total(loops).await;
+    assert!(failures.is_empty(), "{failures:?}\n{}", env.proxy.stderr());
     println!("reload: {sent} requests sent during 5 reloads, {ok} answered 200");
     assert_eq!(sent, ok);
 

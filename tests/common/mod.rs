@@ -9,6 +9,7 @@ pub mod certs;
 pub mod faulty;
 pub mod front;
 pub mod keys;
+pub mod load;
 pub mod mongo;
 pub mod raw;
 pub mod revocation;
