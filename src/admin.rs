@@ -35,6 +35,18 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/explain" => {
+                let mut response = respond(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    "POST a JSON body: {\"token\": \"...\", \"method\", \"path\", \"headers\"}\n"
+                        .into(),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                response
+            }
             "/readyz" => self.readyz(),
             "/metrics" => {
                 for store in &self.key_stores {
