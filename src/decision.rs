@@ -10,7 +10,7 @@ use crate::config::AuthMode;
 use crate::config::TokenSource;
 use crate::error::{json_response, Body, Reject};
 use crate::expansion::{Context, RequestFacts};
-use crate::explain::{note, step, RuleUsed, Trace, UserDataUsed};
+use crate::explain::{note, source_name, step, RuleUsed, Trace, UserDataUsed};
 use crate::extract;
 use crate::headers::{HeaderPlan, Rendered};
 use crate::log_safe::Escaped;
@@ -433,15 +433,6 @@ fn log_rejection(reject: &Reject, token_digest: Option<&TokenDigest>, peer: Sock
             reason = reject.code(), detail = %Escaped(&reject.description()), token = fingerprint, peer = %peer.ip(),
             "request rejected"
         ),
-    }
-}
-
-/// How a token source reads in `/explain`: `header:Authorization`, `cookie:session`...
-fn source_name(source: &TokenSource) -> String {
-    match source {
-        TokenSource::Header(name) => format!("header:{name}"),
-        TokenSource::Cookie(name) => format!("cookie:{name}"),
-        TokenSource::Query(name) => format!("query:{name}"),
     }
 }
 

@@ -137,6 +137,46 @@ async fn bad_signature_is_a_401_at_the_signature_check() {
 }
 
 #[tokio::test]
+async fn issuer_algorithm_and_audience_failures_name_their_check() {
+    let proxy = Proxy::start(&config().provider("audience", json!(["api"]))).await;
+    let cases = [
+        (
+            Claims::new().set("iss", "https://other.test"),
+            "iss",
+            "issuer_unknown",
+        ),
+        (
+            Claims::new().set("aud", "elsewhere"),
+            "aud",
+            "audience_mismatch",
+        ),
+    ];
+    for (claims, name, reason) in cases {
+        let (_, answer) = explain(&proxy, json!({"token": sign(&claims)})).await;
+        assert_eq!(answer["reason"], reason, "{answer:#}");
+        assert_eq!(check(&answer, name)["result"], "fail");
+        assert_eq!(check(&answer, name)["reason"], reason);
+    }
+    let (_, answer) = explain(&proxy, json!({"token": sign(&Claims::new())})).await;
+    assert_eq!(
+        check(&answer, "aud")["detail"]["configured"],
+        json!(["api"])
+    );
+    // An RS256 token for an HS256-only provider: refused at the alg check, before any key.
+    let rsa = SigningKey::rsa("k1", jsonwebtoken::Algorithm::RS256).sign(&Claims::new());
+    let (_, answer) = explain(&proxy, json!({"token": rsa})).await;
+    assert_eq!(answer["reason"], "alg_not_allowed");
+    assert_eq!(check(&answer, "alg")["result"], "fail");
+    assert_eq!(check(&answer, "alg")["detail"]["allowed"], json!(["HS256"]));
+    assert_eq!(check(&answer, "kid")["reason"], "not_reached");
+    // Not a JWT at all.
+    let (_, answer) = explain(&proxy, json!({"token": "not-a-jwt"})).await;
+    assert_eq!(answer["reason"], "malformed");
+    assert_eq!(check(&answer, "structure")["result"], "fail");
+    assert_eq!(answer["provider"], Value::Null);
+}
+
+#[tokio::test]
 async fn rule_denied_shows_each_sub_expression() {
     let proxy = Proxy::start(&config()).await;
     let token = sign(&Claims::new());

@@ -2,6 +2,7 @@
 //! [`crate::decision`] fills in as it runs, when the door hands it one. The request path passes
 //! none, so every hook below is a branch on `None` and nothing is allocated.
 
+use crate::config::TokenSource;
 use crate::error::Reject;
 use serde_json::{json, Map, Value};
 
@@ -167,6 +168,15 @@ impl Trace {
                 })
             })
             .collect()
+    }
+}
+
+/// How a token source reads in an answer: `header:Authorization`, `cookie:session`...
+pub fn source_name(source: &TokenSource) -> String {
+    match source {
+        TokenSource::Header(name) => format!("header:{name}"),
+        TokenSource::Cookie(name) => format!("cookie:{name}"),
+        TokenSource::Query(name) => format!("query:{name}"),
     }
 }
 
