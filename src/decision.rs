@@ -183,7 +183,8 @@ impl Decider {
         let auth = rule.map_or(AuthMode::Required, |r| r.auth);
         note(t, |t| {
             let name = rule.map(|r| r.name.clone());
-            t.pass("route", json!({"rule": name, "auth": format!("{auth:?}")}));
+            let auth = format!("{auth:?}").to_lowercase();
+            t.pass("route", json!({"rule": name, "auth": auth}));
             t.rule = name.map(|name| RuleUsed {
                 name,
                 allow_when: Vec::new(),
@@ -256,12 +257,18 @@ impl Decider {
 
         // Authorize.
         let revoked = self.check_revoked(&session, record.as_deref());
-        step(
-            t,
-            "revocation",
-            revoked,
-            |_| json!({"iat": session.iat, "jti_list": self.revocation.is_some()}),
-        )?;
+        let valid_after = record.as_ref().and_then(|r| r.tokens_valid_after);
+        if self.revocation.is_none() && valid_after.is_none() {
+            note(t, |t| t.skip("revocation", "not_configured"));
+            revoked?;
+        } else {
+            step(
+                t,
+                "revocation",
+                revoked,
+                |_| json!({"iat": session.iat, "tokens_valid_after": valid_after}),
+            )?;
+        }
         match rule {
             Some(rule) => rule.check_traced(&ctx, t)?,
             None => note(t, |t| {

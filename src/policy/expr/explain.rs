@@ -16,6 +16,8 @@ impl Expr {
                 walk_members(map, &self.node, ctx, &mut out);
             }
         }
+        // A one-operator expression is its own first member: list it once.
+        out.dedup();
         out
     }
 }
