@@ -342,3 +342,33 @@ async fn cli_explains_with_a_jwks_provider() {
     assert_eq!(check(&answer, "alg")["detail"]["alg"], "RS256");
     assert!(jwks.hits() >= 1);
 }
+
+/// The user data document used, first read from MongoDB, then (same user again) from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_data_shows_the_document_and_whether_it_came_from_the_cache() {
+    use common::mongo::TestDb;
+    use common::userdata::UdEnv;
+    let env = UdEnv::mongo(TestDb::shared().await, |c| {
+        c.set(
+            "/rules",
+            json!([{"name": "staff", "match": {"path_prefix": "/"},
+                    "allow_when": {"%%user.custom_data.userGroup": "staff"}}]),
+        )
+    })
+    .await;
+    env.db()
+        .insert_user(mongodb::bson::doc! {"user_id": "carol", "userGroup": "staff"})
+        .await;
+    let token = env.token("carol");
+    let (_, first) = explain(&env.proxy, json!({"token": token, "path": "/x"})).await;
+    assert_eq!(first["decision"], "allow", "{first:#}");
+    assert_eq!(first["user_data"]["document"]["userGroup"], "staff");
+    assert_eq!(first["user_data"]["from_cache"], false);
+    assert_eq!(first["user_data"]["age_seconds"], Value::Null);
+    assert_eq!(first["headers"]["x-user-group"], "staff");
+    assert_eq!(check(&first, "user_data")["result"], "pass");
+    let (_, second) = explain(&env.proxy, json!({"token": token, "path": "/x"})).await;
+    assert_eq!(second["user_data"]["from_cache"], true, "{second:#}");
+    assert!(second["user_data"]["age_seconds"].is_u64());
+    assert_eq!(second["rule"]["allow_when"][0]["value"], true);
+}
