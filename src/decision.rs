@@ -10,7 +10,7 @@ use crate::config::AuthMode;
 use crate::config::TokenSource;
 use crate::error::{json_response, Body, Reject};
 use crate::expansion::{Context, RequestFacts};
-use crate::explain::{note, source_name, step, RuleUsed, Trace, UserDataUsed};
+use crate::explain::{note, source_name, step, RuleUsed, Trace};
 use crate::extract;
 use crate::headers::{HeaderPlan, Rendered};
 use crate::log_safe::Escaped;
@@ -317,14 +317,7 @@ impl Decider {
         let cached = trace.as_ref().and_then(|_| user_data.cached(user_id));
         let record = user_data.lookup(user_id).await.map_err(Reject::from);
         let record = step(trace, "user_data", record, |_| json!({"user_id": user_id}))?;
-        note(trace, |t| {
-            let cached = cached.filter(|(c, _)| Arc::ptr_eq(c, &record));
-            t.user_data = Some(UserDataUsed {
-                document: record.document.clone(),
-                from_cache: cached.is_some(),
-                age_seconds: cached.map(|(_, age)| age.as_secs()),
-            });
-        });
+        note(trace, |t| t.used_user_data(&record, cached));
         let admitted = user_data.admit(&record);
         step(
             trace,

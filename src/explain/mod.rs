@@ -4,7 +4,10 @@
 
 use crate::config::TokenSource;
 use crate::error::Reject;
+use crate::userdata::UserRecord;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Every check the decision can report, in the order it runs them. Those a run did not reach
 /// are listed as `skipped` ("not_reached"), so an answer always shows the whole pipeline.
@@ -101,6 +104,21 @@ impl Trace {
 
     pub fn skip(&mut self, check: &'static str, why: &'static str) {
         self.push(check, Outcome::Skipped, Some(why), Value::Null);
+    }
+
+    /// The user data document the decision used; `cached` is what the cache held before the
+    /// lookup: the record came from the cache when the lookup returned that very record.
+    pub fn used_user_data(
+        &mut self,
+        record: &Arc<UserRecord>,
+        cached: Option<(Arc<UserRecord>, Duration)>,
+    ) {
+        let cached = cached.filter(|(c, _)| Arc::ptr_eq(c, record));
+        self.user_data = Some(UserDataUsed {
+            document: record.document.clone(),
+            from_cache: cached.is_some(),
+            age_seconds: cached.map(|(_, age)| age.as_secs()),
+        });
     }
 
     /// Records `result` as `check`'s outcome and hands it back, for `?` at the call site.
@@ -239,5 +257,33 @@ mod tests {
         assert_eq!(r, Err(Reject::AudienceMismatch));
         assert_eq!(trace.checks[0].reason, Some("audience_mismatch"));
         assert_eq!(trace.checks[0].detail["configured"], json!(["api"]));
+    }
+
+    #[test]
+    fn user_data_is_from_the_cache_only_when_the_lookup_returned_the_cached_record() {
+        let record = |group: &str| {
+            Arc::new(UserRecord {
+                document: Some(json!({ "group": group })),
+                permissions: None,
+                blocked: false,
+                expires_at: None,
+                tokens_valid_after: None,
+            })
+        };
+        let cached = record("a");
+        let mut trace = Trace::default();
+        trace.used_user_data(&cached, Some((cached.clone(), Duration::from_secs(7))));
+        let used = trace.user_data.clone().unwrap();
+        assert!(used.from_cache);
+        assert_eq!(used.age_seconds, Some(7));
+        assert_eq!(used.document, Some(json!({"group": "a"})));
+
+        // A stale entry was refetched: the document used is the new one, not from the cache.
+        let fresh = record("b");
+        trace.used_user_data(&fresh, Some((cached, Duration::from_secs(400))));
+        let used = trace.user_data.unwrap();
+        assert!(!used.from_cache);
+        assert_eq!(used.age_seconds, None);
+        assert_eq!(used.document, Some(json!({"group": "b"})));
     }
 }
