@@ -162,6 +162,18 @@ async fn explain(
             }
         }
     }
+    // The revocation list is followed as the proxy does, and waited for a few seconds: until it
+    // is read, a token with a `jti` is judged `revocation_unavailable`, as the proxy would.
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(revocation) = &app.decider.revocation {
+        tokio::spawn(revocation.clone().run(stop_rx));
+        for _ in 0..50 {
+            if revocation.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let request = ExplainRequest {
         token,
         method: Some(method),
