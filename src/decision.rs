@@ -10,7 +10,7 @@ use crate::config::AuthMode;
 use crate::config::TokenSource;
 use crate::error::{json_response, Body, Reject};
 use crate::expansion::{Context, RequestFacts};
-use crate::explain::{note, source_name, step, RuleUsed, Trace};
+use crate::explain::{failed, note, source_name, step, RuleUsed, Trace};
 use crate::extract;
 use crate::headers::{HeaderPlan, Rendered};
 use crate::log_safe::Escaped;
@@ -281,12 +281,11 @@ impl Decider {
         }
 
         // Identity headers.
-        note(t, |t| t.pass("headers", Value::Null));
         let identity = if session.rendered.get().is_some() {
             IdentityHeaders::PerToken(session.clone())
         } else if self.headers.needs_request {
             let rendered = self.headers.render(&ctx);
-            IdentityHeaders::PerRequest(Arc::new(step(t, "headers", rendered, |_| Value::Null)?))
+            IdentityHeaders::PerRequest(Arc::new(failed(t, "headers", rendered)?))
         } else {
             let cached = record
                 .as_ref()
@@ -295,7 +294,7 @@ impl Decider {
                 Some(rendered) => rendered,
                 None => {
                     let rendered = self.headers.render(&ctx);
-                    let rendered = Arc::new(step(t, "headers", rendered, |_| Value::Null)?);
+                    let rendered = Arc::new(failed(t, "headers", rendered)?);
                     if let Some(record) = &record {
                         TokenCache::remember_rendered(&session, record, rendered.clone());
                     }
@@ -303,6 +302,9 @@ impl Decider {
                 }
             })
         };
+        note(t, |t| {
+            t.pass("headers", json!({"count": identity.iter().count()}))
+        });
         Ok(Decision::Allow(Allow { uri, identity }))
     }
 

@@ -102,6 +102,12 @@ async fn allow_shows_every_step_and_the_headers() {
     assert_eq!(answer["rule"]["allow_when"][0]["value"], true);
     assert_eq!(answer["headers"]["x-user-id"], "alice");
     assert_eq!(answer["headers"]["x-user-roles"], "admin,dev");
+    let headers = answer["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "headers");
+    assert_eq!(headers.count(), 1, "{answer:#}");
 }
 
 #[tokio::test]

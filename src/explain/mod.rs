@@ -220,6 +220,19 @@ pub fn step<T>(
     }
 }
 
+/// Records `result` only if it failed (the caller reports the pass once, later).
+#[inline]
+pub fn failed<T>(
+    trace: &mut Option<&mut Trace>,
+    check: &'static str,
+    result: Result<T, Reject>,
+) -> Result<T, Reject> {
+    if let (Some(trace), Err(reject)) = (trace.as_deref_mut(), &result) {
+        trace.fail(check, reject, Value::Null);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
