@@ -1,5 +1,5 @@
-//! The admin listener: liveness, readiness, Prometheus metrics, and (only in `--dev`) the dev
-//! issuer's token and JWKS endpoints.
+//! The admin listener: liveness, readiness, Prometheus metrics, `POST /explain` (see
+//! [`crate::doors::explain`]), and (only in `--dev`) the dev issuer's token and JWKS endpoints.
 
 use crate::app::Current;
 use crate::dev::DevIssuer;
@@ -19,7 +19,14 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if req.uri().path() == "/explain" && req.method() == Method::POST {
+            return self.explain(req.into_body()).await;
+        }
         if req.method() == Method::POST && req.uri().path() == "/reload" {
             return self.reload().await;
         }
@@ -32,6 +39,18 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/explain" => {
+                let mut response = respond(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    "POST a JSON body: {\"token\": \"...\", \"method\", \"path\", \"headers\"}\n"
+                        .into(),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                response
+            }
             "/readyz" => self.readyz(),
             "/metrics" => {
                 let compiled = self.current.load();
@@ -84,6 +103,33 @@ impl Admin {
                 };
                 respond(status, "application/json", body.to_string())
             }
+        }
+    }
+
+    /// Bodies are small (a token and a route): a larger one is refused before it is read whole.
+    async fn explain<B>(&self, body: B) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt;
+        const MAX_BODY: usize = 64 * 1024;
+        let bad = |why: String| {
+            let body = serde_json::json!({ "error": why }).to_string();
+            respond(StatusCode::BAD_REQUEST, "application/json", body)
+        };
+        let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return bad(format!("request body: {e}")),
+        };
+        let request = match crate::doors::explain::parse_request(&bytes) {
+            Ok(request) => request,
+            Err(why) => return bad(why),
+        };
+        let decider = self.current.load_full().decider.clone();
+        match crate::doors::explain::explain(&decider, &request).await {
+            Ok(answer) => respond(StatusCode::OK, "application/json", answer.to_string()),
+            Err(why) => bad(why),
         }
     }
 

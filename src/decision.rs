@@ -10,6 +10,7 @@ use crate::config::AuthMode;
 use crate::config::TokenSource;
 use crate::error::{json_response, Body, Reject};
 use crate::expansion::{Context, RequestFacts};
+use crate::explain::{failed, note, source_name, step, RuleUsed, Trace};
 use crate::extract;
 use crate::headers::{HeaderPlan, Rendered};
 use crate::log_safe::Escaped;
@@ -21,6 +22,7 @@ use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
 use crate::verify::{now_seconds, Verifier};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -102,7 +104,15 @@ pub struct Outcome {
 impl Decider {
     pub async fn decide(&self, request: Admission<'_>) -> Outcome {
         let mut token = None;
-        let decision = self.admit(&request, &mut token).await;
+        let decision = self.admit(&request, &mut token, None).await;
+        Outcome { decision, token }
+    }
+
+    /// [`Decider::decide`], reporting every step to `trace` (`/explain`). The token is verified
+    /// for real, so every check shows, and the verified-token cache is neither read nor filled.
+    pub async fn decide_traced(&self, request: Admission<'_>, trace: &mut Trace) -> Outcome {
+        let mut token = None;
+        let decision = self.admit(&request, &mut token, Some(trace)).await;
         Outcome { decision, token }
     }
 
@@ -153,17 +163,33 @@ impl Decider {
         &self,
         req: &Admission<'_>,
         token_digest: &mut Option<TokenDigest>,
+        mut trace: Option<&mut Trace>,
     ) -> Result<Decision, Reject> {
+        let t = &mut trace;
         // Refuse what would carry the request past this decision, whatever the route.
-        crate::upgrade::check(req.headers)?;
-        extract::check_single_authorization(req.headers)?;
-
         // Route: rules judge the normalized path, so that is also what the upstream gets.
-        let path = self.policy.judge(req.uri)?;
+        let judged = crate::upgrade::check(req.headers)
+            .and_then(|()| extract::check_single_authorization(req.headers))
+            .and_then(|()| self.policy.judge(req.uri));
+        let path = step(
+            t,
+            "request",
+            judged,
+            |p| json!({"method": req.method.as_str(), "path": p.ok().map(|p| &p.judged)}),
+        )?;
         let uri = path.forward;
         let path = path.judged;
         let rule = self.policy.route(req.method, &path);
         let auth = rule.map_or(AuthMode::Required, |r| r.auth);
+        note(t, |t| {
+            let name = rule.map(|r| r.name.clone());
+            let auth = format!("{auth:?}").to_lowercase();
+            t.pass("route", json!({"rule": name, "auth": auth}));
+            t.rule = name.map(|name| RuleUsed {
+                name,
+                allow_when: Vec::new(),
+            });
+        });
         let anonymous = |uri| {
             Ok(Decision::Allow(Allow {
                 uri,
@@ -171,6 +197,7 @@ impl Decider {
             }))
         };
         if auth == AuthMode::None {
+            note(t, |t| t.skip("token", "auth_none"));
             return anonymous(uri);
         }
 
@@ -178,24 +205,43 @@ impl Decider {
         let query = req.uri.query();
         let (token, source) = match extract::token(req.headers, query, &self.sources) {
             Ok(found) => found,
-            Err(Reject::TokenMissing) if auth == AuthMode::Optional => return anonymous(uri),
-            Err(reject) => return Err(reject),
+            Err(Reject::TokenMissing) if auth == AuthMode::Optional => {
+                note(t, |t| t.skip("token", "absent_optional"));
+                return anonymous(uri);
+            }
+            Err(reject) => return step(t, "token", Err(reject), |_| Value::Null),
         };
+        note(t, |t| {
+            t.source = Some(source_name(source));
+            t.pass("token", json!({"source": source_name(source)}));
+        });
         let key = digest(&token);
         *token_digest = Some(key);
 
         // Verify and map claims.
-        let session = self.session(&token, key).await?;
+        let session = self.session(&token, key, t).await?;
         drop(token);
         let provider = &self.verifier.providers[session.proof.provider];
-        if !provider.sources.contains(source) {
-            return Err(Reject::TokenSourceNotAllowed);
-        }
+        let allowed = if provider.sources.contains(source) {
+            Ok(())
+        } else {
+            Err(Reject::TokenSourceNotAllowed)
+        };
+        step(t, "token_source", allowed, |_| {
+            let allowed: Vec<String> = provider.sources.iter().map(source_name).collect();
+            json!({"source": source_name(source), "allowed": allowed})
+        })?;
 
         // Load user data.
         let record = match &self.user_data {
-            Some(user_data) => Some(self.load_user_data(user_data, &session.identity.id).await?),
-            None => None,
+            Some(user_data) => {
+                let id = &session.identity.id;
+                Some(self.load_user_data(user_data, id, t).await?)
+            }
+            None => {
+                note(t, |t| t.skip("user_data", "not_configured"));
+                None
+            }
         };
         let ctx = Context {
             identity: &session.identity,
@@ -210,9 +256,25 @@ impl Decider {
         };
 
         // Authorize.
-        self.check_revoked(&session, record.as_deref())?;
-        if let Some(rule) = rule {
-            rule.check(&ctx)?;
+        let revoked = self.check_revoked(&session, record.as_deref());
+        let valid_after = record.as_ref().and_then(|r| r.tokens_valid_after);
+        if self.revocation.is_none() && valid_after.is_none() {
+            note(t, |t| t.skip("revocation", "not_configured"));
+            revoked?;
+        } else {
+            step(
+                t,
+                "revocation",
+                revoked,
+                |_| json!({"iat": session.iat, "tokens_valid_after": valid_after}),
+            )?;
+        }
+        match rule {
+            Some(rule) => rule.check_traced(&ctx, t)?,
+            None => note(t, |t| {
+                t.skip("scopes", "no_rule");
+                t.skip("allow_when", "no_rule");
+            }),
         }
         if let Some(userinfo) = self.userinfo.as_ref().filter(|u| u.path == path) {
             return Ok(Decision::Respond(json_response(userinfo.render(&ctx))));
@@ -222,7 +284,8 @@ impl Decider {
         let identity = if session.rendered.get().is_some() {
             IdentityHeaders::PerToken(session.clone())
         } else if self.headers.needs_request {
-            IdentityHeaders::PerRequest(Arc::new(self.headers.render(&ctx)?))
+            let rendered = self.headers.render(&ctx);
+            IdentityHeaders::PerRequest(Arc::new(failed(t, "headers", rendered)?))
         } else {
             let cached = record
                 .as_ref()
@@ -230,7 +293,8 @@ impl Decider {
             IdentityHeaders::PerRequest(match cached {
                 Some(rendered) => rendered,
                 None => {
-                    let rendered = Arc::new(self.headers.render(&ctx)?);
+                    let rendered = self.headers.render(&ctx);
+                    let rendered = Arc::new(failed(t, "headers", rendered)?);
                     if let Some(record) = &record {
                         TokenCache::remember_rendered(&session, record, rendered.clone());
                     }
@@ -238,6 +302,9 @@ impl Decider {
                 }
             })
         };
+        note(t, |t| {
+            t.pass("headers", json!({"count": identity.iter().count()}))
+        });
         Ok(Decision::Allow(Allow { uri, identity }))
     }
 
@@ -247,9 +314,19 @@ impl Decider {
         &self,
         user_data: &UserData,
         user_id: &str,
+        trace: &mut Option<&mut Trace>,
     ) -> Result<Arc<UserRecord>, Reject> {
-        let record = user_data.lookup(user_id).await?;
-        user_data.admit(&record)?;
+        let cached = trace.as_ref().and_then(|_| user_data.cached(user_id));
+        let record = user_data.lookup(user_id).await.map_err(Reject::from);
+        let record = step(trace, "user_data", record, |_| json!({"user_id": user_id}))?;
+        note(trace, |t| t.used_user_data(&record, cached));
+        let admitted = user_data.admit(&record);
+        step(
+            trace,
+            "user_data",
+            admitted,
+            |_| json!({"blocked": record.blocked, "expired": record.expired()}),
+        )?;
         Ok(record)
     }
 
@@ -271,16 +348,29 @@ impl Decider {
     }
 
     /// Verify and map claims, or reuse the result for a byte-identical token.
-    async fn session(&self, token: &str, key: TokenDigest) -> Result<Arc<Session>, Reject> {
-        if let Some(session) = self
-            .token_cache
-            .get(&key, |v| self.verifier.still_valid(v, now_seconds()))
-        {
-            return Ok(session);
+    /// With a trace, the cache is bypassed both ways: every check runs, and what an explain
+    /// saw never serves a real request.
+    async fn session(
+        &self,
+        token: &str,
+        key: TokenDigest,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<Arc<Session>, Reject> {
+        let traced = trace.is_some();
+        if !traced {
+            let valid = |v: &_| self.verifier.still_valid(v, now_seconds());
+            if let Some(session) = self.token_cache.get(&key, valid) {
+                return Ok(session);
+            }
         }
-        let verified = self.verifier.verify(token).await?;
+        let verified = self
+            .verifier
+            .verify_traced(token, trace.as_deref_mut())
+            .await?;
         let provider = &self.verifier.providers[verified.proof.provider];
-        let data = self.mappings[verified.proof.provider].map(&verified.claims)?;
+        let data = self.mappings[verified.proof.provider].map(&verified.claims);
+        let data = step(trace, "metadata", data, |_| Value::Null)?;
+        note(trace, |t| t.metadata = Some(data.clone()));
         let iat = verified
             .claims
             .get("iat")
@@ -324,7 +414,9 @@ impl Decider {
             iat,
             jti,
         });
-        self.token_cache.insert(key, session.clone());
+        if !traced {
+            self.token_cache.insert(key, session.clone());
+        }
         Ok(session)
     }
 }
@@ -346,6 +438,6 @@ fn log_rejection(reject: &Reject, token_digest: Option<&TokenDigest>, peer: Sock
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -16,6 +16,7 @@ pub mod drain;
 pub mod echo;
 pub mod error;
 pub mod expansion;
+pub mod explain;
 pub mod extract;
 pub mod forward;
 pub mod headers;

@@ -1,6 +1,7 @@
 use claimgate::app::App;
 use claimgate::config::{self, Config};
 use claimgate::dev::{self, DevIssuer};
+use claimgate::doors::explain::ExplainRequest;
 use claimgate::reload::{Reloader, Source};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -43,6 +44,20 @@ enum Command {
         /// The export's root directory (the one holding `auth/`).
         dir: PathBuf,
     },
+    /// Explain the decision for a token and route as JSON, forwarding nothing: exit 0 on allow,
+    /// 1 on deny, 2 when the config or the arguments are wrong.
+    Explain {
+        /// The token (only its first 8 characters and SHA-256 are printed).
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// A request header, `Name:value`; repeatable.
+        #[arg(long = "header", value_name = "K:V")]
+        headers: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,11 +69,17 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command {
+    let explain_args = match cli.command {
         Some(Command::Check) => return check(cli.config),
         Some(Command::ImportAtlas { dir }) => return import_atlas(&dir),
-        None => {}
-    }
+        Some(Command::Explain {
+            token,
+            method,
+            path,
+            headers,
+        }) => Some((token, method, path, headers)),
+        None => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,6 +90,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some((token, method, path, headers)) = explain_args {
+        return runtime.block_on(explain(cli.config, token, method, path, headers));
+    }
     let result = runtime.block_on(async {
         if cli.dev {
             run_dev(cli.listen, cli.admin_listen).await
@@ -126,6 +150,73 @@ fn import_atlas(dir: &std::path::Path) -> ExitCode {
             eprintln!("claimgate import-atlas: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `claimgate explain`: builds the app as `check` does, loads each JWKS once, and asks the
+/// explain door. User data is read only if its source answers within its timeout.
+async fn explain(
+    path: Option<PathBuf>,
+    token: String,
+    method: String,
+    route: String,
+    header_args: Vec<String>,
+) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("claimgate explain: {message}");
+        ExitCode::from(2)
+    };
+    let Some(path) = path else {
+        return fail("--config FILE is required".into());
+    };
+    let mut headers = std::collections::BTreeMap::new();
+    for header in header_args {
+        let Some((name, value)) = header.split_once(':') else {
+            return fail(format!("--header {header:?}: expected Name:value"));
+        };
+        headers.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    let built =
+        config::load_file(&path).and_then(|c| App::build(c, None).map_err(|e| e.in_file(&path)));
+    let app = match built {
+        Ok(app) => app,
+        Err(e) => return fail(e.to_string()),
+    };
+    for store in &app.key_stores {
+        if store.keys().is_none() {
+            if let Err(why) = store.refresh().await {
+                eprintln!("claimgate explain: provider {}: {why}", store.provider());
+            }
+        }
+    }
+    // The revocation list is followed as the proxy does, and waited for a few seconds: until it
+    // is read, a token with a `jti` is judged `revocation_unavailable`, as the proxy would.
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(revocation) = &app.decider.revocation {
+        tokio::spawn(revocation.clone().run(stop_rx));
+        for _ in 0..50 {
+            if revocation.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let request = ExplainRequest {
+        token,
+        method: Some(method),
+        path: Some(route),
+        headers,
+    };
+    match claimgate::doors::explain::explain(&app.decider, &request).await {
+        Ok(answer) => {
+            println!("{answer:#}");
+            if answer["decision"] == "allow" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(why) => fail(why),
     }
 }
 

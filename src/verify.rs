@@ -10,11 +10,12 @@ mod times;
 use crate::claims::ClaimPath;
 use crate::config::{KeyError, ProviderConfig, TokenSource};
 use crate::error::Reject;
+use crate::explain::{note, step, Trace};
 use crate::jwks::{Alg, KeyStore, Lookup, VerifyKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use strict_json::{parse_object, StrictError};
 use times::check_times;
@@ -193,35 +194,91 @@ impl Verifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Verified, Reject> {
-        if token.len() > self.max_token_bytes {
-            return Err(Reject::TokenTooLarge);
-        }
-        let parsed = parse(token)?;
+        self.verify_traced(token, None).await
+    }
+
+    /// [`Verifier::verify`], reporting each check to `trace` as it runs (see [`crate::explain`]).
+    pub async fn verify_traced(
+        &self,
+        token: &str,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Verified, Reject> {
+        let t = &mut trace;
+        let max = self.max_token_bytes;
+        let size = if token.len() > max {
+            Err(Reject::TokenTooLarge)
+        } else {
+            Ok(())
+        };
+        step(
+            t,
+            "token_size",
+            size,
+            |_| json!({"bytes": token.len(), "max": max}),
+        )?;
+        let parsed = match parse(token) {
+            // An algorithm name claimgate does not know is the alg check failing, not the shape.
+            Err(reject @ Reject::AlgNotAllowed(_)) => {
+                note(t, |t| t.pass("structure", Value::Null));
+                return step(t, "alg", Err(reject), |_| Value::Null);
+            }
+            parsed => step(t, "structure", parsed, |_| Value::Null)?,
+        };
         // `iss` is read before the signature is checked, but only to pick whose keys to use.
-        let provider = parsed
-            .claims
-            .get("iss")
-            .and_then(Value::as_str)
+        let iss = parsed.claims.get("iss").and_then(Value::as_str);
+        let provider = iss
             .and_then(|iss| self.providers.iter().find(|p| p.issuer == iss))
-            .ok_or(Reject::IssuerUnknown)?;
-        if !provider.algorithms.contains(&parsed.alg) {
-            return Err(Reject::AlgNotAllowed(parsed.alg.name().to_owned()));
-        }
-        let key = self.check_signature(provider, &parsed).await?;
+            .ok_or(Reject::IssuerUnknown);
+        let provider = step(
+            t,
+            "iss",
+            provider,
+            |p| json!({"iss": iss, "provider": p.ok().map(|p| &*p.name)}),
+        )?;
+        note(t, |t| t.provider = Some(provider.name.to_string()));
+        let alg = if provider.algorithms.contains(&parsed.alg) {
+            Ok(())
+        } else {
+            Err(Reject::AlgNotAllowed(parsed.alg.name().to_owned()))
+        };
+        step(t, "alg", alg, |_| {
+            let allowed: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
+            json!({"alg": parsed.alg.name(), "allowed": allowed})
+        })?;
+        let key = self.check_signature(provider, &parsed).await;
+        note(t, |t| trace_signature(t, &parsed, &key));
+        let key = key?;
         let now = now_seconds();
-        let exp = check_times(&parsed.claims, now, provider.skew)?;
-        check_audience(provider, &parsed.claims)?;
+        let exp = check_times(&parsed.claims, now, provider.skew, t)?;
+        let aud = check_audience(provider, &parsed.claims);
+        if provider.audience.is_empty() {
+            note(t, |t| t.skip("aud", "not_configured"));
+        } else {
+            step(t, "aud", aud, |_| {
+                json!({
+                    "aud": parsed.claims.get("aud"),
+                    "configured": provider.audience,
+                    "require_any_audience": provider.require_any_audience,
+                })
+            })?;
+        }
         let user_id = match provider.user_id.get_in(&parsed.claims) {
             // A control character in an identity could split or fold a header, and the header
             // encoding only needs to be injective for the identities that remain. `is_control` is
             // Unicode category Cc: C0 (TAB, CR, LF, NUL included), DEL and C1 (U+0080–U+009F).
             Some(Value::String(s)) if s.chars().any(char::is_control) => {
-                return Err(Reject::ClaimInvalid(provider.user_id_claim.clone()))
+                Err(Reject::ClaimInvalid(provider.user_id_claim.clone()))
             }
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(Reject::ClaimMissing(provider.user_id_claim.clone())),
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(Reject::ClaimMissing(provider.user_id_claim.clone())),
         };
+        let user_id = step(
+            t,
+            "user_id",
+            user_id,
+            |id| json!({"claim": provider.user_id_claim, "value": id.ok()}),
+        )?;
         let mut claims = parsed.claims;
         crate::scopes::normalize(&mut claims);
         Ok(Verified {
@@ -264,6 +321,24 @@ impl Verifier {
                 .keys
                 .keys()
                 .is_some_and(|set| set.contains(&proof.key))
+    }
+}
+
+/// The `kid` and `signature` checks, from the one result of [`Verifier::check_signature`].
+fn trace_signature(trace: &mut Trace, parsed: &Parsed<'_>, key: &Result<Arc<VerifyKey>, Reject>) {
+    let kid = json!({"kid": parsed.kid});
+    match key {
+        Err(reject @ (Reject::UnknownKid | Reject::KeysUnavailable)) => {
+            trace.fail("kid", reject, kid)
+        }
+        Err(reject) => {
+            trace.pass("kid", kid);
+            trace.fail("signature", reject, json!({"alg": parsed.alg.name()}));
+        }
+        Ok(_) => {
+            trace.pass("kid", kid);
+            trace.pass("signature", json!({"alg": parsed.alg.name()}));
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`Decision`](crate::decision::Decision) or [`Reject`](crate::error::Reject) back into its
 //! protocol's answer; none of them checks anything itself.
 
+pub mod explain;
 pub mod ext_authz;
 pub mod forward_auth;
 pub mod original_request;

@@ -15,6 +15,7 @@
 //!   fail; `%exists: false`, `%ne` and `%nin` (the exact negations) hold.
 
 mod eval;
+mod explain;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +26,8 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct Expr {
     node: Node,
+    /// As configured, for [`Expr::explain`].
+    source: Value,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +107,7 @@ impl Expr {
     pub fn parse(value: &Value, scope: Scope) -> Result<Self, String> {
         Ok(Self {
             node: parse_node(value, scope, "")?,
+            source: value.clone(),
         })
     }
 

@@ -26,6 +26,7 @@ pub use path::{check_unruled, judge, normalize_path, JudgedPath};
 use crate::config::{AuthMode, KeyError, PathsConfig, RuleConfig, RuleMatch};
 use crate::error::Reject;
 use crate::expansion::{Context, Scope};
+use crate::explain::{note, step, Trace};
 use crate::scopes::Required;
 
 /// The compiled `rules` section.
@@ -174,11 +175,51 @@ impl Rule {
     /// Scopes first (`ScopeMissing`, naming what would do), then `allow_when`
     /// (`Forbidden(name)`); `Ok` when the rule asks for neither.
     pub fn check(&self, ctx: &Context<'_>) -> Result<(), Reject> {
-        self.scopes.check(ctx)?;
-        match &self.allow_when {
-            Some(expr) if !expr.eval(ctx) => Err(Reject::Forbidden(self.name.clone())),
-            _ => Ok(()),
+        self.check_traced(ctx, &mut None)
+    }
+
+    /// [`Rule::check`], reporting the scopes and each `allow_when` sub-expression to `trace`.
+    pub fn check_traced(
+        &self,
+        ctx: &Context<'_>,
+        trace: &mut Option<&mut Trace>,
+    ) -> Result<(), Reject> {
+        if self.scopes.is_empty() {
+            note(trace, |t| t.skip("scopes", "not_configured"));
+        } else {
+            step(
+                trace,
+                "scopes",
+                self.scopes.check(ctx),
+                |_| serde_json::json!({ "rule": self.name }),
+            )?;
         }
+        let Some(expr) = &self.allow_when else {
+            note(trace, |t| t.skip("allow_when", "not_configured"));
+            return Ok(());
+        };
+        let holds = match trace.as_deref_mut() {
+            Some(t) => {
+                let values = expr.explain(ctx);
+                let holds = values.first().is_some_and(|(_, v)| *v);
+                if let Some(rule) = &mut t.rule {
+                    rule.allow_when = values;
+                }
+                holds
+            }
+            None => expr.eval(ctx),
+        };
+        let result = if holds {
+            Ok(())
+        } else {
+            Err(Reject::Forbidden(self.name.clone()))
+        };
+        step(
+            trace,
+            "allow_when",
+            result,
+            |_| serde_json::json!({ "rule": self.name }),
+        )
     }
 }
 

@@ -28,6 +28,13 @@ pub(crate) struct Entry {
     generation: u64,
 }
 
+impl Entry {
+    /// Time since the record was read from the source (for `/explain`).
+    pub(crate) fn age(&self) -> Duration {
+        self.fetched.elapsed()
+    }
+}
+
 type Flight = Shared<BoxFuture<'static, Result<Arc<Entry>, Unavailable>>>;
 
 struct Flights {

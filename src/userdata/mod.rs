@@ -224,6 +224,15 @@ impl UserData {
         }
     }
 
+    /// The cached record for `user_id` and its age, without fetching or counting anything (for
+    /// `/explain`); `None` on a miss or with a file source (read whole, nothing is cached).
+    pub fn cached(&self, user_id: &str) -> Option<(Arc<UserRecord>, Duration)> {
+        match &self.source {
+            Source::Mongo(src) => src.cache.get(user_id).map(|e| (e.record.clone(), e.age())),
+            Source::File(_) => None,
+        }
+    }
+
     /// The 403s a record implies, in the order a client would want to learn them.
     pub fn admit(&self, record: &UserRecord) -> Result<(), Reject> {
         if record.document.is_none() && self.required {

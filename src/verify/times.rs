@@ -1,7 +1,8 @@
 //! The time claims `exp`, `nbf` and `iat` (RFC 7519 §2 NumericDate).
 
 use crate::error::Reject;
-use serde_json::{Map, Value};
+use crate::explain::{note, step, Trace};
+use serde_json::{json, Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// 9999-12-31T23:59:59Z. Anything later is not a date an issuer means: `exp: 1e300` used to read
@@ -47,21 +48,38 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
 /// Returns the raw `exp` (the skew only widens acceptance, never cache lifetime). A token without
 /// `exp` is refused: a bearer token that never expires cannot be revoked. All three claims are
 /// range-checked before any is compared, so a malformed `iat` is `malformed` even on an expired
-/// token.
-pub fn check_times(claims: &Map<String, Value>, now: u64, skew: u64) -> Result<u64, Reject> {
-    let exp = numeric_date(claims, "exp")?;
-    let nbf = numeric_date(claims, "nbf")?;
-    let iat = numeric_date(claims, "iat")?;
-    let exp = exp.ok_or_else(|| Reject::ClaimMissing("exp".into()))?;
-    if now >= exp.saturating_add(skew) {
-        return Err(Reject::TokenExpired);
+/// token. Each claim's outcome goes to `trace` with the clock values it was judged against.
+pub fn check_times(
+    claims: &Map<String, Value>,
+    now: u64,
+    skew: u64,
+    trace: &mut Option<&mut Trace>,
+) -> Result<u64, Reject> {
+    let dates = ["exp", "nbf", "iat"].map(|name| (name, numeric_date(claims, name)));
+    let clock = |name: &str, value: Option<u64>| json!({"claim": name, "value": value, "raw": claims.get(name), "now": now, "skew_seconds": skew});
+    for (name, date) in &dates {
+        if let Err(reject) = date {
+            note(trace, |t| t.fail(name, reject, clock(name, None)));
+            return Err(reject.clone());
+        }
     }
-    if [nbf, iat]
-        .into_iter()
-        .flatten()
-        .any(|t| t > now.saturating_add(skew))
-    {
-        return Err(Reject::TokenNotYetValid);
+    let [(_, exp), (_, nbf), (_, iat)] = dates.map(|(n, d)| (n, d.ok().flatten()));
+    let expired = match exp {
+        None => Err(Reject::ClaimMissing("exp".into())),
+        Some(exp) if now >= exp.saturating_add(skew) => Err(Reject::TokenExpired),
+        Some(exp) => Ok(exp),
+    };
+    let exp = step(trace, "exp", expired, |_| clock("exp", exp))?;
+    for (name, date) in [("nbf", nbf), ("iat", iat)] {
+        match date {
+            Some(t) if t > now.saturating_add(skew) => {
+                let reject = Reject::TokenNotYetValid;
+                note(trace, |tr| tr.fail(name, &reject, clock(name, date)));
+                return Err(reject);
+            }
+            Some(_) => note(trace, |tr| tr.pass(name, clock(name, date))),
+            None => note(trace, |tr| tr.skip(name, "absent")),
+        }
     }
     Ok(exp)
 }
@@ -77,7 +95,7 @@ mod tests {
         let Value::Object(map) = claims else {
             unreachable!()
         };
-        check_times(&map, NOW, 60)
+        check_times(&map, NOW, 60, &mut None)
     }
 
     fn malformed(claim: &str) -> Reject {
@@ -151,6 +169,51 @@ mod tests {
         assert_eq!(
             check(json!({"exp": NOW + 600, "iat": NOW + 61})),
             Err(Reject::TokenNotYetValid)
+        );
+    }
+
+    #[test]
+    fn trace_shows_each_time_claim_with_the_clock() {
+        let Value::Object(map) = json!({"exp": NOW - 61, "iat": NOW - 100}) else {
+            unreachable!()
+        };
+        let mut trace = Trace::default();
+        let result = check_times(&map, NOW, 60, &mut Some(&mut trace));
+        assert_eq!(result, Err(Reject::TokenExpired));
+        assert_eq!(trace.checks.len(), 1);
+        let exp = &trace.checks[0];
+        assert_eq!((exp.check, exp.reason), ("exp", Some("token_expired")));
+        assert_eq!(exp.detail["value"], json!(NOW - 61));
+        assert_eq!(exp.detail["now"], json!(NOW));
+        assert_eq!(exp.detail["skew_seconds"], json!(60));
+
+        let Value::Object(map) = json!({"exp": NOW + 10, "nbf": NOW + 61}) else {
+            unreachable!()
+        };
+        let mut trace = Trace::default();
+        let result = check_times(&map, NOW, 60, &mut Some(&mut trace));
+        assert_eq!(result, Err(Reject::TokenNotYetValid));
+        let names: Vec<_> = trace.checks.iter().map(|c| (c.check, c.result)).collect();
+        use crate::explain::Outcome::{Fail, Pass};
+        assert_eq!(names, [("exp", Pass), ("nbf", Fail)]);
+        assert_eq!(trace.checks[1].detail["value"], json!(NOW + 61));
+
+        let Value::Object(map) = json!({"exp": NOW + 10}) else {
+            unreachable!()
+        };
+        let mut trace = Trace::default();
+        assert_eq!(
+            check_times(&map, NOW, 60, &mut Some(&mut trace)),
+            Ok(NOW + 10)
+        );
+        let names: Vec<_> = trace.checks.iter().map(|c| (c.check, c.reason)).collect();
+        assert_eq!(
+            names,
+            [
+                ("exp", None),
+                ("nbf", Some("absent")),
+                ("iat", Some("absent"))
+            ]
         );
     }
 }
