@@ -362,8 +362,7 @@ async fn user_data_shows_the_document_and_whether_it_came_from_the_cache() {
         )
     })
     .await;
-    env.db()
-        .insert_user(mongodb::bson::doc! {"user_id": "carol", "userGroup": "staff"})
+    env.insert_and_settle(mongodb::bson::doc! {"user_id": "carol", "userGroup": "staff"})
         .await;
     let token = env.token("carol");
     let (_, first) = explain(&env.proxy, json!({"token": token, "path": "/x"})).await;

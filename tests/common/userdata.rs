@@ -127,6 +127,39 @@ impl UdEnv {
     }
 
     /// A counter from the admin `/metrics` (0 when absent).
+    /// Inserts `user` once the change stream is open and waits for its insert event: an event that
+    /// arrived after the first lookup would drop the cached document again (rightly: it may be
+    /// newer), and the test needs it cached.
+    pub async fn insert_and_settle(&self, user: mongodb::bson::Document) {
+        let events = || async {
+            self.counter("claimgate_user_data_change_events_total")
+                .await
+        };
+        let mut n = 0;
+        while events().await < 1.0 {
+            assert!(n < 100, "the change stream never delivered an event");
+            self.db()
+                .coll("users")
+                .update_one(
+                    mongodb::bson::doc! {"user_id": "warm-up"},
+                    mongodb::bson::doc! {"$set": {"n": n}},
+                )
+                .upsert(true)
+                .await
+                .unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = events().await;
+        self.db().insert_user(user).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while events().await <= before {
+            assert!(Instant::now() < deadline, "the insert event never arrived");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn counter(&self, name: &str) -> f64 {
         super::metric(&self.proxy.metrics().await, name, &[]).unwrap_or(0.0)
     }

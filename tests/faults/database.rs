@@ -23,33 +23,6 @@ fn shared_mongo_addr() -> std::net::SocketAddr {
         .unwrap()
 }
 
-/// Inserts `user` once the change stream is open and waits for its insert event: an event that
-/// arrived after the first lookup would drop the cached document again (rightly: it may be
-/// newer), and the test needs it cached.
-async fn insert_and_settle(env: &UdEnv, user: mongodb::bson::Document) {
-    let events = || async { env.counter("claimgate_user_data_change_events_total").await };
-    let mut n = 0;
-    while events().await < 1.0 {
-        assert!(n < 100, "the change stream never delivered an event");
-        env.db()
-            .coll("users")
-            .update_one(doc! {"user_id": "warm-up"}, doc! {"$set": {"n": n}})
-            .upsert(true)
-            .await
-            .unwrap();
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = events().await;
-    env.db().insert_user(user).await;
-    let deadline = Instant::now() + ANSWER_WITHIN;
-    while events().await <= before {
-        assert!(Instant::now() < deadline, "the insert event never arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_mongodb_lookups_end_in_the_on_unavailable_policy() {
     let target = tokio::task::spawn_blocking(shared_mongo_addr)
@@ -57,7 +30,8 @@ async fn slow_mongodb_lookups_end_in_the_on_unavailable_policy() {
         .unwrap();
     let relay = TcpFault::start(target).await;
     let env = mongo_behind(&relay, 500).await;
-    insert_and_settle(&env, doc! {"user_id": "alice", "userGroup": "cached"}).await;
+    env.insert_and_settle(doc! {"user_id": "alice", "userGroup": "cached"})
+        .await;
     assert_eq!(
         env.echo_as("alice").await.header("x-user-group"),
         Some("cached")
@@ -98,7 +72,8 @@ async fn a_cut_change_stream_resumes_without_losing_an_update() {
         .unwrap();
     let relay = TcpFault::start(target).await;
     let env = mongo_behind(&relay, 1000).await;
-    insert_and_settle(&env, doc! {"user_id": "alice", "userGroup": "before"}).await;
+    env.insert_and_settle(doc! {"user_id": "alice", "userGroup": "before"})
+        .await;
     assert_eq!(
         env.echo_as("alice").await.header("x-user-group"),
         Some("before")
