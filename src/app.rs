@@ -144,6 +144,7 @@ impl App {
             keep_mapped_data,
             userinfo,
             metrics: metrics.clone(),
+            access_log: config.access_log,
         });
         let draining = Draining::default();
         let admin = Arc::new(Admin {

@@ -4,6 +4,7 @@
 //! forward-auth, ext_authz, explain) applies the [`Decision`] in its own way, and answers a
 //! [`Reject`] through [`Reject::into_response`], so a check added here reaches every door.
 
+use crate::access_log;
 use crate::claims::{Identity, MetadataMapping};
 use crate::client_cert::ClientCert;
 use crate::config::AuthMode;
@@ -20,10 +21,9 @@ use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
 use crate::verify::{now_seconds, Verifier};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 /// The compiled config's request-time half, shared by every request and every door.
 pub struct Decider {
@@ -45,6 +45,8 @@ pub struct Decider {
     /// rendered per request may read them; the token-only headers are rendered before the drop.
     pub keep_mapped_data: bool,
     pub metrics: Arc<Metrics>,
+    /// `access_log`: one line per request (see `crate::access_log`).
+    pub access_log: bool,
 }
 
 /// What a door hands the decision: the facts of the request as the client sent it (for
@@ -92,39 +94,72 @@ impl IdentityHeaders {
     }
 }
 
-/// A decision with what its log line needs.
+/// A decision with what its log lines need.
 pub struct Outcome {
     pub decision: Result<Decision, Reject>,
+    pub trail: Trail,
+}
+
+/// What the decision learned on the way, for the log lines, whatever it decided.
+#[derive(Default)]
+pub struct Trail {
     /// Fingerprint source for logs: the token's SHA-256, never the token.
     pub token: Option<TokenDigest>,
+    /// The normalized path the rules judged (unset when routing refused the request).
+    pub path: Option<String>,
+    /// The verified token's identity (user id, provider).
+    pub session: Option<Arc<Session>>,
 }
 
 impl Decider {
     pub async fn decide(&self, request: Admission<'_>) -> Outcome {
-        let mut token = None;
-        let decision = self.admit(&request, &mut token).await;
-        Outcome { decision, token }
+        let mut trail = Trail::default();
+        let decision = self.admit(&request, &mut trail).await;
+        Outcome { decision, trail }
     }
 
-    /// The one place a finished request is counted and, when refused, logged; every door calls
-    /// it once per request with the answer it gave.
+    /// The one place a finished request is counted and logged (the rejection line, and the
+    /// access line unless `access_log: false`); every door calls it once per request with the
+    /// answer it gave (`Ok(status)` for an answer that is not a rejection), then hands its
+    /// response to [`access_log::Line::finish`] when it returns a line.
     pub fn record(
         &self,
-        answer: Result<(), &Reject>,
-        token: Option<&TokenDigest>,
-        peer: SocketAddr,
-        started: Instant,
-    ) {
-        match answer {
-            Ok(()) => self.metrics.count_outcome(ALLOWED),
+        answer: Result<StatusCode, &Reject>,
+        trail: Trail,
+        uri: &Uri,
+        facts: access_log::Facts<'_>,
+    ) -> Option<access_log::Line> {
+        let (status, reason) = match answer {
+            Ok(status) => {
+                self.metrics.count_outcome(ALLOWED);
+                (status, ALLOWED)
+            }
             Err(reject) => {
                 self.metrics.count_outcome(reject.code());
-                log_rejection(reject, token, peer);
+                log_rejection(reject, trail.token.as_ref(), facts.peer);
+                (reject.status(), reject.code())
             }
-        }
+        };
         self.metrics
             .request_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(facts.started.elapsed().as_secs_f64());
+        if !self.access_log {
+            return None;
+        }
+        let identity = trail.session.as_ref().map(|s| &s.identity);
+        Some(access_log::Line {
+            method: facts.method.clone(),
+            path: trail.path.unwrap_or_else(|| uri.path().to_owned()),
+            status: status.as_u16(),
+            reason,
+            user: identity.map(|i| i.id.clone()),
+            provider: identity.map(|i| i.provider.clone()),
+            upstream: facts.upstream,
+            request_bytes: facts.request_bytes,
+            request_id: facts.request_id.clone(),
+            peer: facts.peer,
+            started: facts.started,
+        })
     }
 
     /// Removes the identity headers a client must never supply, for doors that pass the
@@ -149,11 +184,7 @@ impl Decider {
     }
 
     /// Everything that must hold before a request may pass, in order.
-    async fn admit(
-        &self,
-        req: &Admission<'_>,
-        token_digest: &mut Option<TokenDigest>,
-    ) -> Result<Decision, Reject> {
+    async fn admit(&self, req: &Admission<'_>, trail: &mut Trail) -> Result<Decision, Reject> {
         // Refuse what would carry the request past this decision, whatever the route.
         crate::upgrade::check(req.headers)?;
         extract::check_single_authorization(req.headers)?;
@@ -162,6 +193,9 @@ impl Decider {
         let path = self.policy.judge(req.uri)?;
         let uri = path.forward;
         let path = path.judged;
+        if self.access_log {
+            trail.path = Some(path.clone());
+        }
         let rule = self.policy.route(req.method, &path);
         let auth = rule.map_or(AuthMode::Required, |r| r.auth);
         let anonymous = |uri| {
@@ -182,11 +216,12 @@ impl Decider {
             Err(reject) => return Err(reject),
         };
         let key = digest(&token);
-        *token_digest = Some(key);
+        trail.token = Some(key);
 
         // Verify and map claims.
         let session = self.session(&token, key).await?;
         drop(token);
+        trail.session = Some(session.clone());
         let provider = &self.verifier.providers[session.proof.provider];
         if !provider.sources.contains(source) {
             return Err(Reject::TokenSourceNotAllowed);

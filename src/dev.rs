@@ -201,5 +201,6 @@ pub fn config(
             delay_seconds: 0,
             grace_seconds: 5,
         },
+        access_log: true,
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! The request path is in [`proxy`]; each step is a module with one job.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod claims;

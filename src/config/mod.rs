@@ -64,6 +64,13 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// One log line per request (target `claimgate::access`).
+    #[serde(default = "default_access_log")]
+    pub access_log: bool,
+}
+
+fn default_access_log() -> bool {
+    true
 }
 
 /// The proxy listener's certificate; both files are re-read when they change on disk.
