@@ -14,6 +14,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -144,24 +145,42 @@ impl Line {
     fn write(&self, bytes: u64) {
         let latency_us = self.started.elapsed().as_micros() as u64;
         let upstream_us = self.upstream.map(|d| d.as_micros() as u64);
-        // Client-chosen text (path, user id from a claim, request id) is escaped for the text
-        // format by `Escaped`; the JSON format escapes on its own.
         tracing::info!(
             target: "claimgate::access",
             method = %self.method,
-            path = %Escaped(&self.path),
+            path = %Client(&self.path),
             status = self.status,
             reason = self.reason,
-            user = %Escaped(self.user.as_deref().unwrap_or("")),
-            provider = self.provider.as_deref().unwrap_or(""),
+            user = %Client(self.user.as_deref().unwrap_or("")),
+            provider = %Client(self.provider.as_deref().unwrap_or("")),
             latency_us,
             upstream_latency_us = upstream_us,
             bytes,
             request_bytes = self.request_bytes,
-            request_id = %Escaped(self.request_id.as_str()),
+            request_id = %Client(self.request_id.as_str()),
             peer = %self.peer.ip(),
             "access"
         );
+    }
+}
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Set once at startup for `--log-format json`, which escapes values on its own.
+pub fn set_json_format(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// Client-chosen text (path, user id from a claim, request id): through [`Escaped`] in the
+/// text format, as is in JSON (where quoting it again would only get in the way of queries).
+struct Client<'a>(&'a str);
+
+impl std::fmt::Display for Client<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match JSON.load(Ordering::Relaxed) {
+            true => f.write_str(self.0),
+            false => Escaped(self.0).fmt(f),
+        }
     }
 }
 

@@ -210,6 +210,7 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: LogFormat) {
+    claimgate::access_log::set_json_format(matches!(format, LogFormat::Json));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
