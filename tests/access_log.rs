@@ -56,7 +56,10 @@ async fn one_json_line_per_request_with_request_ids() {
         .unwrap();
     let returned = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(is_generated(&returned), "{returned}");
-    assert_eq!(expect_echo(resp).await.header("x-request-id"), Some(&*returned));
+    assert_eq!(
+        expect_echo(resp).await.header("x-request-id"),
+        Some(&*returned)
+    );
 
     // 3. Rejected, no id: one is generated and returned on the rejection too.
     let resp = proxy.get("/denied").send().await.unwrap();
@@ -94,8 +97,13 @@ async fn one_json_line_per_request_with_request_ids() {
     assert_eq!(first["provider"], "test");
     assert_eq!(first["request_id"], "client-id-1");
     assert!(first["latency_us"].as_u64().is_some(), "{first}");
-    let upstream_us = first["upstream_latency_us"].as_u64().expect("upstream latency");
-    assert!(upstream_us <= first["latency_us"].as_u64().unwrap(), "{first}");
+    let upstream_us = first["upstream_latency_us"]
+        .as_u64()
+        .expect("upstream latency");
+    assert!(
+        upstream_us <= first["latency_us"].as_u64().unwrap(),
+        "{first}"
+    );
     // The echo upstream answers JSON describing the request: its body is what was sent.
     assert!(first["bytes"].as_u64().unwrap() > 0, "{first}");
 
