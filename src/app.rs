@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::revocation::Revocation;
 use crate::server::ServerLimits;
+use crate::telemetry::Telemetry;
 use crate::tls::Tls;
 use crate::token_cache::TokenCache;
 use crate::userdata::UserData;
@@ -145,6 +146,10 @@ impl App {
             userinfo,
             metrics: metrics.clone(),
             access_log: config.access_log,
+            telemetry: match &config.tracing {
+                Some(tracing) => Some(Arc::new(Telemetry::install(tracing)?)),
+                None => None,
+            },
         });
         let draining = Draining::default();
         let admin = Arc::new(Admin {

@@ -17,6 +17,7 @@ use crate::log_safe::Escaped;
 use crate::metrics::{Metrics, ALLOWED};
 use crate::policy::Policy;
 use crate::revocation::Revocation;
+use crate::telemetry::{self, Span, Telemetry};
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
@@ -47,6 +48,8 @@ pub struct Decider {
     pub metrics: Arc<Metrics>,
     /// `access_log`: one line per request (see `crate::access_log`).
     pub access_log: bool,
+    /// `tracing.otlp_endpoint` set: the decision's spans are exported.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// What a door hands the decision: the facts of the request as the client sent it (for
@@ -109,6 +112,8 @@ pub struct Trail {
     pub path: Option<String>,
     /// The verified token's identity (user id, provider).
     pub session: Option<Arc<Session>>,
+    /// The caller's trace context, with `tracing.otlp_endpoint` set (the `forward` span's parent).
+    pub trace: Option<opentelemetry::Context>,
 }
 
 impl Decider {
@@ -188,6 +193,9 @@ impl Decider {
         // Refuse what would carry the request past this decision, whatever the route.
         crate::upgrade::check(req.headers)?;
         extract::check_single_authorization(req.headers)?;
+        let parent = self.telemetry.as_ref().map(|t| t.parent(req.headers));
+        trail.trace = parent.clone();
+        let span = |name| Some(self.telemetry.as_ref()?.start(name, parent.as_ref()?));
 
         // Route: rules judge the normalized path, so that is also what the upstream gets.
         let path = self.policy.judge(req.uri)?;
@@ -219,7 +227,8 @@ impl Decider {
         trail.token = Some(key);
 
         // Verify and map claims.
-        let session = self.session(&token, key).await?;
+        let verifying = span("verify");
+        let session = traced(verifying, self.session(&token, key).await)?;
         drop(token);
         trail.session = Some(session.clone());
         let provider = &self.verifier.providers[session.proof.provider];
@@ -229,7 +238,11 @@ impl Decider {
 
         // Load user data.
         let record = match &self.user_data {
-            Some(user_data) => Some(self.load_user_data(user_data, &session.identity.id).await?),
+            Some(user_data) => {
+                let loading = span("user_data");
+                let loaded = self.load_user_data(user_data, &session.identity.id).await;
+                Some(traced(loading, loaded)?)
+            }
             None => None,
         };
         let ctx = Context {
@@ -245,10 +258,11 @@ impl Decider {
         };
 
         // Authorize.
-        self.check_revoked(&session, record.as_deref())?;
-        if let Some(rule) = rule {
-            rule.check(&ctx)?;
-        }
+        let authorizing = span("authorize");
+        let authorized = self
+            .check_revoked(&session, record.as_deref())
+            .and_then(|()| rule.map_or(Ok(()), |rule| rule.check(&ctx)));
+        traced(authorizing, authorized)?;
         if let Some(userinfo) = self.userinfo.as_ref().filter(|u| u.path == path) {
             return Ok(Decision::Respond(json_response(userinfo.render(&ctx))));
         }
@@ -362,6 +376,14 @@ impl Decider {
         self.token_cache.insert(key, session.clone());
         Ok(session)
     }
+}
+
+/// Ends a step's span (if any), marked failed with the reason code on a refusal.
+fn traced<T>(span: Option<Span>, result: Result<T, Reject>) -> Result<T, Reject> {
+    if let (Some(mut span), Err(reject)) = (span, &result) {
+        telemetry::fail(&mut span, reject.code());
+    }
+    result
 }
 
 /// Names the reason and a token fingerprint (8 bytes of its SHA-256), never the token.

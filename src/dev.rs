@@ -202,5 +202,6 @@ pub fn config(
             grace_seconds: 5,
         },
         access_log: true,
+        tracing: None,
     }
 }

@@ -26,6 +26,7 @@ pub mod policy;
 pub mod revocation;
 pub mod scopes;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod token_cache;
 pub mod upgrade;

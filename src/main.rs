@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut telemetry = None;
     let result = runtime.block_on(async {
         if cli.dev {
             run_dev(cli.listen, cli.admin_listen).await
@@ -70,9 +71,14 @@ fn main() -> ExitCode {
             config.listen = cli.listen.unwrap_or(config.listen);
             config.admin.listen = cli.admin_listen.unwrap_or(config.admin.listen);
             let app = App::build(config, None).map_err(|e| e.in_file(&path).to_string())?;
+            telemetry = app.decider.telemetry.clone();
             run(app).await
         }
     });
+    // Outside the runtime: the exporter's flush blocks until the last batch is sent.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -67,6 +67,23 @@ pub struct Config {
     /// One log line per request (target `claimgate::access`).
     #[serde(default = "default_access_log")]
     pub access_log: bool,
+    /// OTLP trace export; unset, no spans exist.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `tracing:` (named after what it configures; the `tracing` crate is something else).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/HTTP base URL (e.g. `http://otel-collector:4318`); spans go to `/v1/traces`.
+    pub otlp_endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "claimgate".to_owned()
 }
 
 fn default_access_log() -> bool {

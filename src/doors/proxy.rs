@@ -51,9 +51,20 @@ pub async fn handle(
             *req.uri_mut() = uri;
             req.headers_mut()
                 .insert(X_REQUEST_ID, request_id.header().clone());
+            let span = match (&decider.telemetry, &outcome.trail.trace) {
+                (Some(telemetry), Some(parent)) => {
+                    let span = telemetry.start("forward", parent);
+                    telemetry.inject(&span, parent, req.headers_mut());
+                    Some(span)
+                }
+                _ => None,
+            };
             let asked = Instant::now();
             let response = forwarder.forward(req, peer).await;
             upstream = Some(asked.elapsed());
+            if let (Some(mut span), Err(reject)) = (span, &response) {
+                crate::telemetry::fail(&mut span, reject.code());
+            }
             response
         }
         Ok(Decision::Respond(response)) => Ok(response),
