@@ -98,17 +98,22 @@ async fn spans_are_exported_over_otlp_http_under_the_callers_trace() {
     let key = SigningKey::es256("ec");
     let upstream = EchoUpstream::start().await;
     let server = JwksServer::start(jwks(&[&key])).await;
-    let config = TestConfig::jwks(&upstream.url(), &server.uri()).set(
-        "/tracing",
-        serde_json::json!({"otlp_endpoint": receiver.url(), "service_name": "claimgate-test"}),
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, r#"[{"user_id": "alice", "userGroup": "g"}]"#).unwrap();
+    let config = TestConfig::jwks(&upstream.url(), &server.uri())
+        .set("/user_data", file_section(&users))
+        .set(
+            "/tracing",
+            serde_json::json!({"otlp_endpoint": receiver.url(), "service_name": "claimgate-test"}),
+        );
     let proxy = Proxy::spawn(&config, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     proxy.wait_ready().await;
 
     let echo = expect_echo(
         proxy
             .get("/")
-            .bearer_auth(key.sign(&Claims::new()))
+            .bearer_auth(key.sign(&Claims::new().set("sub", "alice")))
             .header("traceparent", TRACEPARENT)
             .send()
             .await
@@ -129,7 +134,7 @@ async fn spans_are_exported_over_otlp_http_under_the_callers_trace() {
 
     // A bounded wait for the batch (100 ms schedule), not a timed assertion.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let wanted = ["verify", "authorize", "forward"];
+    let wanted = ["verify", "user_data", "authorize", "forward"];
     let spans = loop {
         let spans = received.lock().unwrap().clone();
         if wanted
@@ -162,7 +167,5 @@ async fn spans_are_exported_over_otlp_http_under_the_callers_trace() {
         parts[2],
         "the upstream continues under `forward`"
     );
-    // No user data configured: no `user_data` span.
-    assert!(!spans.iter().any(|(_, s)| s.name == "user_data"));
     proxy.terminate();
 }
