@@ -17,7 +17,7 @@ use crate::log_safe::Escaped;
 use crate::metrics::{Metrics, ALLOWED};
 use crate::policy::Policy;
 use crate::revocation::Revocation;
-use crate::telemetry::{self, Span, Telemetry};
+use crate::telemetry::{traced, Telemetry};
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
@@ -376,14 +376,6 @@ impl Decider {
         self.token_cache.insert(key, session.clone());
         Ok(session)
     }
-}
-
-/// Ends a step's span (if any), marked failed with the reason code on a refusal.
-fn traced<T>(span: Option<Span>, result: Result<T, Reject>) -> Result<T, Reject> {
-    if let (Some(mut span), Err(reject)) = (span, &result) {
-        telemetry::fail(&mut span, reject.code());
-    }
-    result
 }
 
 /// Names the reason and a token fingerprint (8 bytes of its SHA-256), never the token.

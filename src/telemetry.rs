@@ -7,6 +7,7 @@
 //! see these spans too.
 
 use crate::config::{KeyError, TracingConfig};
+use crate::error::Reject;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer as _, TracerProvider as _};
@@ -86,6 +87,14 @@ impl Telemetry {
             tracing::warn!(%error, "OTLP trace export did not finish at shutdown");
         }
     }
+}
+
+/// Ends a step's span (if any), marked failed with the reason code on a refusal.
+pub fn traced<T>(span: Option<Span>, result: Result<T, Reject>) -> Result<T, Reject> {
+    if let (Some(mut span), Err(reject)) = (span, &result) {
+        fail(&mut span, reject.code());
+    }
+    result
 }
 
 /// Marks a span failed with the reason code.

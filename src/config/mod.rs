@@ -7,12 +7,14 @@ mod forward_auth;
 mod load;
 mod revocation;
 mod rules;
+mod telemetry;
 mod userdata;
 
 pub use forward_auth::{ForwardAuthConfig, Mode, OriginalRequestSource};
 pub use load::{load_file, parse_str, ConfigError, KeyError};
 pub use revocation::RevocationConfig;
 pub use rules::{AuthMode, RuleConfig, RuleMatch, UserinfoConfig};
+pub use telemetry::TracingConfig;
 pub use userdata::{
     OnUnavailable, RolesConfig, UserCreationConfig, UserDataCacheConfig, UserDataConfig,
     UserDataSource,
@@ -70,20 +72,6 @@ pub struct Config {
     /// OTLP trace export; unset, no spans exist.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
-}
-
-/// `tracing:` (named after what it configures; the `tracing` crate is something else).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TracingConfig {
-    /// OTLP/HTTP base URL (e.g. `http://otel-collector:4318`); spans go to `/v1/traces`.
-    pub otlp_endpoint: String,
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-}
-
-fn default_service_name() -> String {
-    "claimgate".to_owned()
 }
 
 fn default_access_log() -> bool {
