@@ -4,6 +4,7 @@
 //! forward-auth, ext_authz, explain) applies the [`Decision`] in its own way, and answers a
 //! [`Reject`] through [`Reject::into_response`], so a check added here reaches every door.
 
+use crate::access_log;
 use crate::claims::{Identity, MetadataMapping};
 use crate::client_cert::ClientCert;
 use crate::config::AuthMode;
@@ -17,15 +18,15 @@ use crate::log_safe::Escaped;
 use crate::metrics::{Metrics, ALLOWED};
 use crate::policy::Policy;
 use crate::revocation::Revocation;
+use crate::telemetry::{traced, Telemetry};
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::userinfo::Userinfo;
 use crate::verify::{now_seconds, Verifier};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 /// The compiled config's request-time half, shared by every request and every door.
 pub struct Decider {
@@ -47,6 +48,10 @@ pub struct Decider {
     /// rendered per request may read them; the token-only headers are rendered before the drop.
     pub keep_mapped_data: bool,
     pub metrics: Arc<Metrics>,
+    /// `access_log`: one line per request (see `crate::access_log`).
+    pub access_log: bool,
+    /// `tracing.otlp_endpoint` set: the decision's spans are exported.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// What a door hands the decision: the facts of the request as the client sent it (for
@@ -94,47 +99,82 @@ impl IdentityHeaders {
     }
 }
 
-/// A decision with what its log line needs.
+/// A decision with what its log lines need.
 pub struct Outcome {
     pub decision: Result<Decision, Reject>,
+    pub trail: Trail,
+}
+
+/// What the decision learned on the way, for the log lines, whatever it decided.
+#[derive(Default)]
+pub struct Trail {
     /// Fingerprint source for logs: the token's SHA-256, never the token.
     pub token: Option<TokenDigest>,
+    /// The normalized path the rules judged (unset when routing refused the request).
+    pub path: Option<String>,
+    /// The verified token's identity (user id, provider).
+    pub session: Option<Arc<Session>>,
+    /// The caller's trace context, with `tracing.otlp_endpoint` set (the `forward` span's parent).
+    pub trace: Option<opentelemetry::Context>,
 }
 
 impl Decider {
     pub async fn decide(&self, request: Admission<'_>) -> Outcome {
-        let mut token = None;
-        let decision = self.admit(&request, &mut token, None).await;
-        Outcome { decision, token }
+        let mut trail = Trail::default();
+        let decision = self.admit(&request, &mut trail, None).await;
+        Outcome { decision, trail }
     }
 
     /// [`Decider::decide`], reporting every step to `trace` (`/explain`). The token is verified
     /// for real, so every check shows, and the verified-token cache is neither read nor filled.
     pub async fn decide_traced(&self, request: Admission<'_>, trace: &mut Trace) -> Outcome {
-        let mut token = None;
-        let decision = self.admit(&request, &mut token, Some(trace)).await;
-        Outcome { decision, token }
+        let mut trail = Trail::default();
+        let decision = self.admit(&request, &mut trail, Some(trace)).await;
+        Outcome { decision, trail }
     }
 
-    /// The one place a finished request is counted and, when refused, logged; every door calls
-    /// it once per request with the answer it gave.
+    /// The one place a finished request is counted and logged (the rejection line, and the
+    /// access line unless `access_log: false`); every door calls it once per request with the
+    /// answer it gave (`Ok(status)` for an answer that is not a rejection), then hands its
+    /// response to [`access_log::Line::finish`] when it returns a line.
     pub fn record(
         &self,
-        answer: Result<(), &Reject>,
-        token: Option<&TokenDigest>,
-        peer: SocketAddr,
-        started: Instant,
-    ) {
-        match answer {
-            Ok(()) => self.metrics.count_outcome(ALLOWED),
+        answer: Result<StatusCode, &Reject>,
+        trail: Trail,
+        uri: &Uri,
+        facts: access_log::Facts<'_>,
+    ) -> Option<access_log::Line> {
+        let (status, reason) = match answer {
+            Ok(status) => {
+                self.metrics.count_outcome(ALLOWED);
+                (status, ALLOWED)
+            }
             Err(reject) => {
                 self.metrics.count_outcome(reject.code());
-                log_rejection(reject, token, peer);
+                log_rejection(reject, trail.token.as_ref(), facts.peer);
+                (reject.status(), reject.code())
             }
-        }
+        };
         self.metrics
             .request_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(facts.started.elapsed().as_secs_f64());
+        if !self.access_log {
+            return None;
+        }
+        let identity = trail.session.as_ref().map(|s| &s.identity);
+        Some(access_log::Line {
+            method: facts.method.clone(),
+            path: trail.path.unwrap_or_else(|| uri.path().to_owned()),
+            status: status.as_u16(),
+            reason,
+            user: identity.map(|i| i.id.clone()),
+            provider: identity.map(|i| i.provider.clone()),
+            upstream: facts.upstream,
+            request_bytes: facts.request_bytes,
+            request_id: facts.request_id.clone(),
+            peer: facts.peer,
+            started: facts.started,
+        })
     }
 
     /// Removes the identity headers a client must never supply, for doors that pass the
@@ -162,10 +202,13 @@ impl Decider {
     async fn admit(
         &self,
         req: &Admission<'_>,
-        token_digest: &mut Option<TokenDigest>,
+        trail: &mut Trail,
         mut trace: Option<&mut Trace>,
     ) -> Result<Decision, Reject> {
         let t = &mut trace;
+        let parent = self.telemetry.as_ref().map(|tel| tel.parent(req.headers));
+        trail.trace = parent.clone();
+        let span = |name| Some(self.telemetry.as_ref()?.start(name, parent.as_ref()?));
         // Refuse what would carry the request past this decision, whatever the route.
         // Route: rules judge the normalized path, so that is also what the upstream gets.
         let judged = crate::upgrade::check(req.headers)
@@ -179,6 +222,9 @@ impl Decider {
         )?;
         let uri = path.forward;
         let path = path.judged;
+        if self.access_log {
+            trail.path = Some(path.clone());
+        }
         let rule = self.policy.route(req.method, &path);
         let auth = rule.map_or(AuthMode::Required, |r| r.auth);
         note(t, |t| {
@@ -216,11 +262,13 @@ impl Decider {
             t.pass("token", json!({"source": source_name(source)}));
         });
         let key = digest(&token);
-        *token_digest = Some(key);
+        trail.token = Some(key);
 
         // Verify and map claims.
-        let session = self.session(&token, key, t).await?;
+        let verifying = span("verify");
+        let session = traced(verifying, self.session(&token, key, t).await)?;
         drop(token);
+        trail.session = Some(session.clone());
         let provider = &self.verifier.providers[session.proof.provider];
         let allowed = if provider.sources.contains(source) {
             Ok(())
@@ -236,7 +284,9 @@ impl Decider {
         let record = match &self.user_data {
             Some(user_data) => {
                 let id = &session.identity.id;
-                Some(self.load_user_data(user_data, id, t).await?)
+                let loading = span("user_data");
+                let loaded = self.load_user_data(user_data, id, t).await;
+                Some(traced(loading, loaded)?)
             }
             None => {
                 note(t, |t| t.skip("user_data", "not_configured"));
@@ -256,26 +306,33 @@ impl Decider {
         };
 
         // Authorize.
-        let revoked = self.check_revoked(&session, record.as_deref());
-        let valid_after = record.as_ref().and_then(|r| r.tokens_valid_after);
-        if self.revocation.is_none() && valid_after.is_none() {
-            note(t, |t| t.skip("revocation", "not_configured"));
-            revoked?;
-        } else {
-            step(
-                t,
-                "revocation",
-                revoked,
-                |_| json!({"iat": session.iat, "tokens_valid_after": valid_after}),
-            )?;
-        }
-        match rule {
-            Some(rule) => rule.check_traced(&ctx, t)?,
-            None => note(t, |t| {
-                t.skip("scopes", "no_rule");
-                t.skip("allow_when", "no_rule");
-            }),
-        }
+        let authorizing = span("authorize");
+        let authorized = (|| {
+            let revoked = self.check_revoked(&session, record.as_deref());
+            let valid_after = record.as_ref().and_then(|r| r.tokens_valid_after);
+            if self.revocation.is_none() && valid_after.is_none() {
+                note(t, |t| t.skip("revocation", "not_configured"));
+                revoked?;
+            } else {
+                step(
+                    t,
+                    "revocation",
+                    revoked,
+                    |_| json!({"iat": session.iat, "tokens_valid_after": valid_after}),
+                )?;
+            }
+            match rule {
+                Some(rule) => rule.check_traced(&ctx, t),
+                None => {
+                    note(t, |t| {
+                        t.skip("scopes", "no_rule");
+                        t.skip("allow_when", "no_rule");
+                    });
+                    Ok(())
+                }
+            }
+        })();
+        traced(authorizing, authorized)?;
         if let Some(userinfo) = self.userinfo.as_ref().filter(|u| u.path == path) {
             return Ok(Decision::Respond(json_response(userinfo.render(&ctx))));
         }

@@ -202,5 +202,7 @@ pub fn config(
             delay_seconds: 0,
             grace_seconds: 5,
         },
+        access_log: true,
+        tracing: None,
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! The request path is in [`proxy`]; each step is a module with one job.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod atlas_import;
@@ -28,6 +29,7 @@ pub mod reload;
 pub mod revocation;
 pub mod scopes;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod token_cache;
 pub mod upgrade;

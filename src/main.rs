@@ -93,6 +93,7 @@ fn main() -> ExitCode {
     if let Some((token, method, path, headers)) = explain_args {
         return runtime.block_on(explain(cli.config, token, method, path, headers));
     }
+    let mut current = None;
     let result = runtime.block_on(async {
         if cli.dev {
             run_dev(cli.listen, cli.admin_listen).await
@@ -109,9 +110,16 @@ fn main() -> ExitCode {
                 listen: cli.listen,
                 admin_listen: cli.admin_listen,
             });
+            current = Some(app.current.clone());
             run(app).await
         }
     });
+    // Outside the runtime: the exporter's flush blocks until the last batch is sent.
+    // The exporter of the config in force at exit (a reload keeps it while `tracing` is unchanged).
+    let telemetry = current.and_then(|c| c.load().decider.telemetry.clone());
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -347,6 +355,7 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: LogFormat) {
+    claimgate::access_log::set_json_format(matches!(format, LogFormat::Json));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;

@@ -15,6 +15,7 @@ use crate::jwks::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::revocation::Revocation;
+use crate::telemetry::Telemetry;
 use crate::token_cache::TokenCache;
 use crate::userdata::UserData;
 use crate::userinfo::Userinfo;
@@ -167,6 +168,13 @@ impl Compiled {
                 metrics.clone(),
             )),
         };
+        // One exporter per `tracing` section: a reload that keeps it keeps the exporter.
+        let same_tracing = previous.is_some_and(|p| same(&p.config.tracing, &config.tracing));
+        let telemetry = match (&config.tracing, kept(same_tracing)) {
+            (Some(_), Some(prev)) => prev.decider.telemetry.clone(),
+            (Some(tracing), None) => Some(Arc::new(Telemetry::install(tracing)?)),
+            (None, _) => None,
+        };
         let decider = Arc::new(Decider {
             verifier: Verifier::new(providers, config.max_token_bytes),
             mappings,
@@ -180,6 +188,8 @@ impl Compiled {
             keep_mapped_data,
             userinfo,
             metrics: metrics.clone(),
+            access_log: config.access_log,
+            telemetry,
         });
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let doors = match (config.mode, &config.upstream, &config.forward_auth) {

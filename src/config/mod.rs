@@ -7,12 +7,14 @@ mod forward_auth;
 mod load;
 mod revocation;
 mod rules;
+mod telemetry;
 mod userdata;
 
 pub use forward_auth::{ForwardAuthConfig, Mode, OriginalRequestSource};
 pub use load::{load_file, parse_str, ConfigError, KeyError};
 pub use revocation::RevocationConfig;
 pub use rules::{AuthMode, RuleConfig, RuleMatch, UserinfoConfig};
+pub use telemetry::TracingConfig;
 pub use userdata::{
     OnUnavailable, RolesConfig, UserCreationConfig, UserDataCacheConfig, UserDataConfig,
     UserDataSource,
@@ -66,6 +68,16 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// One log line per request (target `claimgate::access`).
+    #[serde(default = "default_access_log")]
+    pub access_log: bool,
+    /// OTLP trace export; unset, no spans exist.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+}
+
+fn default_access_log() -> bool {
+    true
 }
 
 /// The proxy listener's certificate; both files are re-read when they change on disk.

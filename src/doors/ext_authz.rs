@@ -15,9 +15,10 @@
 
 use super::original_request::{self, Original};
 use super::trusted::TrustedProxies;
+use crate::access_log::{finish, Facts, RequestId};
 use crate::config::{ForwardAuthConfig, KeyError};
-use crate::decision::{Admission, Decider, Decision, IdentityHeaders};
-use crate::error::{Body, Reject};
+use crate::decision::{Admission, Decider, Decision, IdentityHeaders, Trail};
+use crate::error::{full, Body, Reject};
 use crate::server::ServerLimits;
 use crate::tls::Tls;
 use envoy_types::ext_authz::v3::pb::{
@@ -27,7 +28,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
-use http::{HeaderMap, HeaderName, Method, Response};
+use http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
@@ -69,8 +70,15 @@ impl ExtAuthz {
     ) -> CheckResponse {
         let started = Instant::now();
         let logged_peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (answer, token, client_copies) = match self.original(peer, request) {
-            Err(reject) => (Err(reject), None, Vec::new()),
+        let (answer, trail, client_copies, method, request_id) = match self.original(peer, request)
+        {
+            Err(reject) => (
+                Err(reject),
+                Trail::default(),
+                Vec::new(),
+                Method::GET,
+                RequestId::generate(),
+            ),
             Ok((original, mut headers)) => {
                 // As in the other doors: a client-sent identity header is never judged; Envoy
                 // is asked to drop the copies claimgate does not overwrite.
@@ -89,19 +97,61 @@ impl ExtAuthz {
                         client_cert: None,
                     })
                     .await;
-                (outcome.decision, outcome.token, client_copies)
+                let mut trail = outcome.trail;
+                if trail.path.is_none() && decider.access_log {
+                    trail.path = Some(original.uri.path().to_owned());
+                }
+                // Envoy sets `x-request-id` on the requests it asks about; it is this request's.
+                let request_id = RequestId::of(&headers);
+                (
+                    outcome.decision,
+                    trail,
+                    client_copies,
+                    original.method,
+                    request_id,
+                )
             }
         };
-        decider.record(
-            answer.as_ref().map(|_| ()),
-            token.as_ref(),
-            logged_peer,
-            started,
+        let status = match &answer {
+            Ok(Decision::Allow(_)) => Ok(StatusCode::OK),
+            Ok(Decision::Respond(response)) => Ok(response.status()),
+            Err(reject) => Err(reject),
+        };
+        let line = decider.record(
+            status,
+            trail,
+            &Uri::from_static("/"),
+            Facts {
+                method: &method,
+                request_id: &request_id,
+                peer: logged_peer,
+                started,
+                upstream: None,
+                request_bytes: None,
+            },
         );
         match answer {
-            Ok(Decision::Allow(allow)) => allowed(&allow.identity, client_copies),
-            Ok(Decision::Respond(response)) => http_answer(answered(), response).await,
-            Err(reject) => denied(reject).await,
+            Ok(Decision::Allow(allow)) => {
+                if let Some(line) = line {
+                    line.finish(Response::new(full("")));
+                }
+                allowed(&allow.identity, client_copies)
+            }
+            Ok(Decision::Respond(response)) => {
+                let response = finish(line, &request_id, response);
+                http_answer(answered(), response).await
+            }
+            // The one mapping of a [`Reject`] to a `CheckResponse`: [`Reject::into_response`]
+            // as the denied response, [`Reject::grpc_status`] and the reason code as the status.
+            Err(reject) => {
+                let status = rpc::Status {
+                    code: i32::from(reject.grpc_status()),
+                    message: reject.code().to_owned(),
+                    details: Vec::new(),
+                };
+                let response = finish(line, &request_id, reject.into_response());
+                http_answer(status, response).await
+            }
         }
     }
 
@@ -267,17 +317,6 @@ fn allowed(identity: &IdentityHeaders, client_copies: Vec<String>) -> CheckRespo
         })),
         ..Default::default()
     }
-}
-
-/// The one mapping of a [`Reject`] to a `CheckResponse`: [`Reject::into_response`] as the
-/// denied response, [`Reject::grpc_status`] and the reason code as the status.
-async fn denied(reject: Reject) -> CheckResponse {
-    let status = rpc::Status {
-        code: i32::from(reject.grpc_status()),
-        message: reject.code().to_owned(),
-        details: Vec::new(),
-    };
-    http_answer(status, reject.into_response()).await
 }
 
 /// An HTTP answer for Envoy to send to the client in the application's place.

@@ -5,8 +5,9 @@
 
 use super::original_request::{self, Original};
 use super::trusted::TrustedProxies;
+use crate::access_log::{finish, Facts, RequestId};
 use crate::config::{ForwardAuthConfig, KeyError, OriginalRequestSource};
-use crate::decision::{Admission, Decider, Decision, IdentityHeaders};
+use crate::decision::{Admission, Decider, Decision, IdentityHeaders, Trail};
 use crate::error::{full, Body, Reject};
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
@@ -45,11 +46,12 @@ impl ForwardAuth {
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
+        let request_id = RequestId::of(req.headers());
         self.drain_small_body(req.body_mut()).await;
         // As in the proxy door: a client-sent identity header is never part of what is judged.
         decider.strip_identity_headers(req.headers_mut());
-        let (answer, token) = match self.original(&req, peer) {
-            Err(reject) => (Err(reject), None),
+        let (answer, trail, method) = match self.original(&req, peer) {
+            Err(reject) => (Err(reject), Trail::default(), req.method().clone()),
             Ok(original) => {
                 let outcome = decider
                     .decide(Admission {
@@ -65,11 +67,32 @@ impl ForwardAuth {
                     Decision::Allow(allow) => allowed(&allow.identity),
                     Decision::Respond(response) => response,
                 });
-                (answer, outcome.token)
+                let mut trail = outcome.trail;
+                // Refused before routing: the original path as described, not the subrequest's.
+                if trail.path.is_none() && decider.access_log {
+                    trail.path = Some(original.uri.path().to_owned());
+                }
+                (answer, trail, original.method)
             }
         };
-        decider.record(answer.as_ref().map(|_| ()), token.as_ref(), peer, started);
-        answer.unwrap_or_else(Reject::into_response)
+        let line = decider.record(
+            answer.as_ref().map(Response::status),
+            trail,
+            req.uri(),
+            Facts {
+                method: &method,
+                request_id: &request_id,
+                peer,
+                started,
+                upstream: None,
+                request_bytes: None,
+            },
+        );
+        finish(
+            line,
+            &request_id,
+            answer.unwrap_or_else(Reject::into_response),
+        )
     }
 
     /// The caller first (by its address, which a client cannot choose), then its description
