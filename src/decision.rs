@@ -4,8 +4,7 @@
 //! forward-auth, ext_authz, explain) applies the [`Decision`] in its own way, and answers a
 //! [`Reject`] through [`Reject::into_response`], so a check added here reaches every door.
 
-use crate::access_log;
-use crate::claims::{Identity, MetadataMapping};
+use crate::claims::MetadataMapping;
 use crate::client_cert::ClientCert;
 use crate::config::AuthMode;
 use crate::config::TokenSource;
@@ -14,19 +13,23 @@ use crate::expansion::{Context, RequestFacts};
 use crate::explain::{failed, note, source_name, step, RuleUsed, Trace};
 use crate::extract;
 use crate::headers::{HeaderPlan, Rendered};
-use crate::log_safe::Escaped;
-use crate::metrics::{Metrics, ALLOWED};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::revocation::Revocation;
 use crate::telemetry::{traced, Telemetry};
 use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
-use crate::userdata::{UserData, UserRecord};
+use crate::userdata::UserData;
 use crate::userinfo::Userinfo;
-use crate::verify::{now_seconds, Verifier};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
+use crate::verify::Verifier;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+
+mod record;
+mod session;
+
+pub(crate) use record::hex;
 
 /// The compiled config's request-time half, shared by every request and every door.
 pub struct Decider {
@@ -131,50 +134,6 @@ impl Decider {
         let mut trail = Trail::default();
         let decision = self.admit(&request, &mut trail, Some(trace)).await;
         Outcome { decision, trail }
-    }
-
-    /// The one place a finished request is counted and logged (the rejection line, and the
-    /// access line unless `access_log: false`); every door calls it once per request with the
-    /// answer it gave (`Ok(status)` for an answer that is not a rejection), then hands its
-    /// response to [`access_log::Line::finish`] when it returns a line.
-    pub fn record(
-        &self,
-        answer: Result<StatusCode, &Reject>,
-        trail: Trail,
-        uri: &Uri,
-        facts: access_log::Facts<'_>,
-    ) -> Option<access_log::Line> {
-        let (status, reason) = match answer {
-            Ok(status) => {
-                self.metrics.count_outcome(ALLOWED);
-                (status, ALLOWED)
-            }
-            Err(reject) => {
-                self.metrics.count_outcome(reject.code());
-                log_rejection(reject, trail.token.as_ref(), facts.peer);
-                (reject.status(), reject.code())
-            }
-        };
-        self.metrics
-            .request_duration
-            .observe(facts.started.elapsed().as_secs_f64());
-        if !self.access_log {
-            return None;
-        }
-        let identity = trail.session.as_ref().map(|s| &s.identity);
-        Some(access_log::Line {
-            method: facts.method.clone(),
-            path: trail.path.unwrap_or_else(|| uri.path().to_owned()),
-            status: status.as_u16(),
-            reason,
-            user: identity.map(|i| i.id.clone()),
-            provider: identity.map(|i| i.provider.clone()),
-            upstream: facts.upstream,
-            request_bytes: facts.request_bytes,
-            request_id: facts.request_id.clone(),
-            peer: facts.peer,
-            started: facts.started,
-        })
     }
 
     /// Removes the identity headers a client must never supply, for doors that pass the
@@ -364,137 +323,4 @@ impl Decider {
         });
         Ok(Decision::Allow(Allow { uri, identity }))
     }
-
-    /// The user's document, with the checks that need nothing but the document itself
-    /// (required, blocked, expired).
-    async fn load_user_data(
-        &self,
-        user_data: &UserData,
-        user_id: &str,
-        trace: &mut Option<&mut Trace>,
-    ) -> Result<Arc<UserRecord>, Reject> {
-        let cached = trace.as_ref().and_then(|_| user_data.cached(user_id));
-        let record = user_data.lookup(user_id).await.map_err(Reject::from);
-        let record = step(trace, "user_data", record, |_| json!({"user_id": user_id}))?;
-        note(trace, |t| t.used_user_data(&record, cached));
-        let admitted = user_data.admit(&record);
-        step(
-            trace,
-            "user_data",
-            admitted,
-            |_| json!({"blocked": record.blocked, "expired": record.expired()}),
-        )?;
-        Ok(record)
-    }
-
-    /// Revocation, against the user record the cache holds now (kept fresh by change streams) and
-    /// the current list, so a revocation reaches tokens whose verification is cached. A token
-    /// without `iat` cannot prove it is newer than `tokens_valid_after`: "log out everywhere"
-    /// refuses it too.
-    fn check_revoked(&self, session: &Session, record: Option<&UserRecord>) -> Result<(), Reject> {
-        if let Some(after) = record.and_then(|r| r.tokens_valid_after) {
-            if !session.iat.is_some_and(|iat| iat >= after) {
-                self.metrics.revocation.refused_valid_after.inc();
-                return Err(Reject::TokenRevoked);
-            }
-        }
-        match &self.revocation {
-            Some(list) => list.check(session.jti.as_deref()),
-            None => Ok(()),
-        }
-    }
-
-    /// Verify and map claims, or reuse the result for a byte-identical token.
-    /// With a trace, the cache is bypassed both ways: every check runs, and what an explain
-    /// saw never serves a real request.
-    async fn session(
-        &self,
-        token: &str,
-        key: TokenDigest,
-        trace: &mut Option<&mut Trace>,
-    ) -> Result<Arc<Session>, Reject> {
-        let traced = trace.is_some();
-        if !traced {
-            let valid = |v: &_| self.verifier.still_valid(v, now_seconds());
-            if let Some(session) = self.token_cache.get(&key, valid) {
-                return Ok(session);
-            }
-        }
-        let verified = self
-            .verifier
-            .verify_traced(token, trace.as_deref_mut())
-            .await?;
-        let provider = &self.verifier.providers[verified.proof.provider];
-        let data = self.mappings[verified.proof.provider].map(&verified.claims);
-        let data = step(trace, "metadata", data, |_| Value::Null)?;
-        note(trace, |t| t.metadata = Some(data.clone()));
-        let iat = verified
-            .claims
-            .get("iat")
-            .and_then(serde_json::Value::as_f64);
-        let jti = match &self.revocation {
-            Some(_) => verified
-                .claims
-                .get("jti")
-                .and_then(serde_json::Value::as_str)
-                .map(Box::from),
-            None => None,
-        };
-        let mut identity = Identity {
-            id: verified.user_id,
-            provider: provider.name.clone(),
-            data,
-            token: verified.claims,
-        };
-        // Headers that depend on the token alone are rendered once, while the claims are here.
-        let rendered = OnceLock::new();
-        if !self.headers.needs_user_data && !self.headers.needs_request {
-            let ctx = Context {
-                identity: &identity,
-                custom_data: None,
-                permissions: None,
-                request: None,
-            };
-            let _ = rendered.set(self.headers.render(&ctx)?);
-        }
-        if !self.keep_claims {
-            identity.token = Arc::default();
-        }
-        if !self.keep_mapped_data {
-            identity.data = serde_json::Map::new();
-        }
-        let session = Arc::new(Session {
-            proof: verified.proof,
-            identity,
-            rendered,
-            rendered_for: Mutex::new(None),
-            iat,
-            jti,
-        });
-        if !traced {
-            self.token_cache.insert(key, session.clone());
-        }
-        Ok(session)
-    }
-}
-
-/// Names the reason and a token fingerprint (8 bytes of its SHA-256), never the token.
-fn log_rejection(reject: &Reject, token_digest: Option<&TokenDigest>, peer: SocketAddr) {
-    let fingerprint = token_digest.map(|d| hex(&d[..8]));
-    let fingerprint = fingerprint.as_deref().unwrap_or("-");
-    match reject {
-        Reject::KeysUnavailable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout => {
-            tracing::warn!(
-                reason = reject.code(), token = fingerprint, peer = %peer.ip(), "request failed"
-            )
-        }
-        _ => tracing::info!(
-            reason = reject.code(), detail = %Escaped(&reject.description()), token = fingerprint, peer = %peer.ip(),
-            "request rejected"
-        ),
-    }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

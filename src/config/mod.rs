@@ -10,8 +10,12 @@ mod rules;
 mod telemetry;
 mod userdata;
 
+mod listener_tls;
+mod operations;
 pub use forward_auth::{ForwardAuthConfig, Mode, OriginalRequestSource};
+pub use listener_tls::{ClientAuth, TlsConfig};
 pub use load::{load_file, parse_str, ConfigError, KeyError};
+pub use operations::{ReloadConfig, ShutdownConfig};
 pub use revocation::RevocationConfig;
 pub use rules::{AuthMode, RuleConfig, RuleMatch, UserinfoConfig};
 pub use telemetry::TracingConfig;
@@ -78,73 +82,6 @@ pub struct Config {
 
 fn default_access_log() -> bool {
     true
-}
-
-/// The proxy listener's certificate; both files are re-read when they change on disk.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM: the certificate chain, leaf first.
-    pub cert_file: std::path::PathBuf,
-    /// PEM: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
-    pub key_file: std::path::PathBuf,
-    /// How often the files are checked for a change (cert-manager rotates Secrets in place).
-    #[serde(default = "default_tls_reload_seconds")]
-    pub reload_seconds: u64,
-    /// PEM: the CAs a client certificate must chain to. Set, it turns client verification on.
-    #[serde(default)]
-    pub client_ca_file: Option<std::path::PathBuf>,
-    /// `required` (the default once `client_ca_file` is set) or `optional`.
-    #[serde(default)]
-    pub client_auth: Option<ClientAuth>,
-}
-
-/// Hot reload (`SIGHUP` and `POST /reload` always work; see `crate::reload`).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReloadConfig {
-    /// Also reload when the config file's contents change on disk (checked every second,
-    /// through symlinks, so a Kubernetes ConfigMap update is seen).
-    #[serde(default)]
-    pub watch: bool,
-}
-
-/// The drain after SIGTERM/SIGINT (see `crate::drain`).
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShutdownConfig {
-    /// Keep accepting this long after the signal (with `/readyz` at 503), for endpoints
-    /// controllers and load balancers to stop sending.
-    #[serde(default = "default_shutdown_delay")]
-    pub delay_seconds: u64,
-    /// From the stop point, how long requests in flight (and WebSocket tunnels) may still take.
-    #[serde(default = "default_shutdown_grace")]
-    pub grace_seconds: u64,
-}
-
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        Self {
-            delay_seconds: default_shutdown_delay(),
-            grace_seconds: default_shutdown_grace(),
-        }
-    }
-}
-
-fn default_shutdown_delay() -> u64 {
-    5
-}
-
-fn default_shutdown_grace() -> u64 {
-    25
-}
-
-/// Whether a listener client must present a certificate. A presented one is always verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    Optional,
-    Required,
 }
 
 /// Bounds on what a client may make the proxy hold before a request is admitted.
@@ -448,9 +385,6 @@ fn default_jwks_max_staleness() -> u64 {
 }
 fn default_jwks_timeout_ms() -> u64 {
     5_000
-}
-fn default_tls_reload_seconds() -> u64 {
-    10
 }
 fn default_jwks_max_bytes() -> usize {
     1024 * 1024
