@@ -15,9 +15,9 @@
 #   valid     TOKENS distinct valid tokens, round-robin                       -> 200
 #   invalid   the same tokens with the last signature character changed     -> 401
 #   revoked   tokens of the same key that expired an hour ago               -> 401
-# "Revoked" is the expired class on purpose: revocation (user_data.tokens_valid_after_field) is
-# not in this build. When it is, mint those tokens valid and set the field in their users'
-# documents instead, and this class measures revocation.
+# "Revoked" is the expired class: revocation (user_data.tokens_valid_after_field) is proven by
+# tests/revocation.rs. To soak it instead, mint those tokens valid and set the field in their
+# users' documents, and this class measures revocation.
 # Meanwhile a Python loop (pymongo from mongo.sh's own venv) updates user documents (their
 # `roles`, which claimgate forwards) UPDATE_EVERY seconds, so the change stream and cache
 # invalidation run the whole time; every update keeps `canRead: true`, so no answer changes.
