@@ -207,16 +207,8 @@ fn client_auth_without_a_ca_is_a_config_error() {
             "/tls",
             json!({"cert_file": "/nonexistent.crt", "key_file": "/nonexistent.key", "client_auth": "required"}),
         );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("claimgate.yaml");
-    std::fs::write(&path, config.yaml()).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (code, stderr) = check_config(&config);
+    assert_ne!(code, Some(0));
     assert!(
         stderr.contains("tls.client_auth") && stderr.contains("tls.client_ca_file"),
         "{stderr}"

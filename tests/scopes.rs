@@ -75,16 +75,8 @@ async fn scopes_need_auth_required_and_scope_tokens() {
     ] {
         let config = TestConfig::hmac("http://127.0.0.1:9", "secret-secret-secret-secret-32by")
             .set("/rules", json!([rule]));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, config.yaml()).unwrap();
-        let out = std::process::Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{rule}: {stderr}");
+        let (code, stderr) = check_config(&config);
+        assert_ne!(code, Some(0), "{rule}: {stderr}");
         assert!(stderr.contains(key), "{rule}: {stderr}");
     }
 }

@@ -7,7 +7,6 @@ mod common;
 
 use common::certs::{acceptor, TestCa};
 use common::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Setup {
@@ -258,21 +257,6 @@ async fn jwks_over_https_needs_the_provider_ca() {
     expect_reject(resp, 503, "keys_unavailable").await;
 }
 
-/// `claimgate check` on `config`: the exit code and stderr.
-fn check(config: &TestConfig, dir: &std::path::Path) -> (Option<i32>, String) {
-    let path = dir.join("claimgate.yaml");
-    std::fs::write(&path, config.yaml()).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn bad_tls_files_are_startup_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,7 +292,7 @@ async fn bad_tls_files_are_startup_errors_naming_the_key() {
         (base.clone().set("/upstream/tls/insecure", true), "insecure"),
     ];
     for (config, key) in cases {
-        let (code, stderr) = check(&config, dir.path());
+        let (code, stderr) = check_config(&config);
         assert_eq!(code, Some(2), "check must refuse ({key}): {stderr}");
         assert!(stderr.contains(key), "stderr must name {key}: {stderr}");
     }

@@ -49,6 +49,22 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `claimgate check` on `config` (written to a temporary file): the exit code and stderr.
+pub fn check_config(config: &TestConfig) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claimgate.yaml");
+    std::fs::write(&path, config.yaml()).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The proxy config as a JSON value, rendered to YAML for the binary. Defaults follow the
 /// documented example so each test states only what it is about.
 #[derive(Clone, Debug)]
