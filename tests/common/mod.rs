@@ -177,8 +177,27 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts the proxy and waits until `/readyz` says 200.
+    ///
+    /// `free_port` releases the port before the proxy binds it, so another test may take it in
+    /// between: a proxy that exits because its address is in use is started again on new ports.
     pub async fn start(config: &TestConfig) -> Self {
-        let proxy = Self::spawn(config, &[], &[]);
+        let mut proxy = Self::spawn(config, &[], &[]);
+        for _ in 0..5 {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while proxy.exit_status().is_none() && Instant::now() < deadline {
+                let ready = proxy.client.get(format!("{}/readyz", proxy.admin_url));
+                if ready.send().await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let lost_port =
+                proxy.exit_status().is_some() && proxy.stderr().contains("Address already in use");
+            if !lost_port {
+                break;
+            }
+            proxy = Self::spawn(config, &[], &[]);
+        }
         proxy.wait_ready().await;
         proxy
     }
