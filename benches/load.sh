@@ -27,10 +27,14 @@
 # UPSTREAM_WORKERS (1), BASE_PORT (18080), KEEP=1 keeps the work dir, PERF=1 also profiles
 # claimgate (cache off, then cache on) with `perf record` after the table (separate runs, so
 # profiling never skews the table). USER_DATA=0 drops the user-data row (and MongoDB).
-# MEMORY=1 adds the memory run after the table: MEM_TOKENS (100000) distinct tokens, each with
-# its user document, through claimgate with user data for MEM_DURATION seconds (default 120; the
-# target asks for 600), RSS sampled every MEM_SAMPLE seconds; MEM_PREFILL=1 first fills the user
-# data cache. Both optional runs live in load_memory.sh and load_perf.sh.
+# MEMORY=1 adds the memory runs after the table, with every cache at its default bounds:
+# MEM_TOKENS (100000) distinct RS256 tokens, each with its user document, through claimgate with
+# user data for MEM_DURATION seconds (default 120), RSS sampled every MEM_SAMPLE seconds
+# (MEM_PREFILL=1 first fills the user data cache); then MEM_MILLION (1000000, 0 to skip) distinct
+# ES256 tokens over the same MEM_TOKENS users, as long again. Both optional runs live in
+# load_memory.sh and load_perf.sh. BASELINE_BIN=path adds rows before-rotating and
+# before-one-token run with that claimgate binary (an older build), interleaved in the same
+# rounds: before/after in one run.
 set -euo pipefail
 
 DURATION=${DURATION:-8}
@@ -48,6 +52,8 @@ MEMORY=${MEMORY:-0}
 MEM_TOKENS=${MEM_TOKENS:-100000}
 MEM_DURATION=${MEM_DURATION:-120}
 MEM_SAMPLE=${MEM_SAMPLE:-10}
+MEM_MILLION=${MEM_MILLION:-1000000}
+BASELINE_BIN=${BASELINE_BIN:-}
 ISSUER="https://issuer.bench.example/"
 
 UPSTREAM_PORT=$((BASE_PORT + 1))
@@ -127,6 +133,7 @@ wait_http() { # URL, expected status, what
 MINT_COUNT=$TOKENS
 [ "$MEMORY" = 1 ] && [ "$MEM_TOKENS" -gt "$MINT_COUNT" ] && MINT_COUNT=$MEM_TOKENS
 MINT_ARGS=(--out "$WORK" --count "$MINT_COUNT" --issuer "$ISSUER" --ttl 3600)
+[ "$MEMORY" = 1 ] && [ "$MEM_MILLION" -gt 0 ] && MINT_ARGS+=(--es256 "$MEM_MILLION" --users "$MINT_COUNT")
 if [ "$USER_DATA" = 1 ] || [ "$MEMORY" = 1 ]; then
   MONGO="$ROOT/../shared/ci/mongo.sh"
   [ -f "$MONGO" ] || die "no $MONGO (set USER_DATA=0 to skip the user-data row)"
@@ -226,19 +233,34 @@ wait_http "http://127.0.0.1:$NGINX_PORT/" 200 "nginx-plain"
 
 # ---------------------------------------------------------------- claimgate
 CLAIMGATE_PID=""
+# DEFAULT_CACHES=1 (the memory run) leaves every cache bound at its default, as a new user would.
+token_cache_yaml() { # enabled
+  if [ "${DEFAULT_CACHES:-0}" = 1 ]; then
+    echo "verified_token_cache: {enabled: $1}"
+  else
+    echo "verified_token_cache: {enabled: $1, max_entries: 100000}"
+  fi
+}
+user_cache_yaml() {
+  if [ "${DEFAULT_CACHES:-0}" = 1 ]; then
+    echo "cache: {ttl_seconds: 3600}"
+  else
+    echo "cache: {max_entries: 200000, ttl_seconds: 3600}"
+  fi
+}
 start_claimgate() { # name, cache enabled (true|false), user data (true|false|auth-none)
   {
     cat <<EOF
 listen: 127.0.0.1:$CLAIMGATE_PORT
 upstream: {url: "http://127.0.0.1:$UPSTREAM_PORT"}
 admin: {listen: "127.0.0.1:$ADMIN_PORT"}
-verified_token_cache: {enabled: $2, max_entries: ${TOKEN_CACHE_ENTRIES:-100000}}
+$(token_cache_yaml "$2")
 providers:
   - name: bench
     issuer: "$ISSUER"
     jwks_uri: "http://127.0.0.1:$JWKS_PORT/jwks.json"
     audience: [claimgate-bench]
-    algorithms: [RS256]
+    algorithms: [RS256, ES256]
     metadata_fields:
       - {name: name}
       - {name: email}
@@ -255,7 +277,7 @@ user_data:
   collection: users
   user_id_field: user_id
   required: true
-  cache: {max_entries: 200000, ttl_seconds: 3600}
+  $(user_cache_yaml)
 forward:
   user_header: X-Claimgate-User
   headers:
@@ -267,7 +289,7 @@ rules:
 EOF
     fi
   } >"$WORK/claimgate-$1.yaml"
-  RUST_LOG=warn "$BIN" --config "$WORK/claimgate-$1.yaml" 2>"$WORK/claimgate-$1.log" &
+  RUST_LOG=warn "${CLAIMGATE_BIN:-$BIN}" --config "$WORK/claimgate-$1.yaml" 2>"$WORK/claimgate-$1.log" &
   CLAIMGATE_PID=$!
   PIDS+=("$CLAIMGATE_PID")
   wait_http "http://127.0.0.1:$ADMIN_PORT/readyz" 200 "claimgate ($1) readyz"
@@ -291,6 +313,7 @@ stop_claimgate() {
 # that drift in the machine's load hits all of them alike. The table shows per-row medians.
 ROW_NAMES=(upstream-direct nginx-plain claimgate-auth-none claimgate-rotating claimgate-one-token claimgate-no-cache)
 [ "$USER_DATA" = 1 ] && ROW_NAMES+=(claimgate-user-data)
+[ -n "$BASELINE_BIN" ] && ROW_NAMES+=(before-rotating before-one-token)
 declare -A RPS P50 P99 CPU RSS NOTE BAD
 REFUSED=0
 
@@ -396,6 +419,10 @@ for round in $(seq "$REPEAT"); do
   run_claimgate claimgate-no-cache "$round" false "$WORK/tokens.txt"
   if [ "$USER_DATA" = 1 ]; then
     run_claimgate claimgate-user-data "$round" true "$WORK/tokens.txt" true
+  fi
+  if [ -n "$BASELINE_BIN" ]; then
+    CLAIMGATE_BIN=$BASELINE_BIN run_claimgate before-rotating "$round" true "$WORK/tokens.txt"
+    CLAIMGATE_BIN=$BASELINE_BIN run_claimgate before-one-token "$round" true "$WORK/one-token.txt"
   fi
 done
 

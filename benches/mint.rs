@@ -7,6 +7,10 @@
 //! `--mongo-uri URI` it also fills `bench.users` with one custom user data document per token
 //! (`user_id`, `name`, `roles`, `canRead`), indexed on `user_id`. With `--expired N` it also
 //! writes `DIR/expired.txt`: N tokens of the same key that expired an hour ago (benches/soak.sh).
+//! With `--es256 N` it also writes `DIR/es256-tokens.txt`: N distinct ES256 tokens (a P-256 key,
+//! kid `load-ec`, added to `jwks.json`), signed ~30× faster than RS256, for the memory run's
+//! million distinct tokens; with `--users U` their `sub` cycles over user-000000 … user-(U-1) and
+//! `--mongo-uri` inserts U documents instead of N.
 //! Run without `--out` (as a plain `cargo bench` does) it does nothing.
 
 mod common;
@@ -22,6 +26,8 @@ fn main() {
     let mut ttl = 3_600u64;
     let mut mongo_uri: Option<String> = None;
     let mut expired = 0usize;
+    let mut es256 = 0usize;
+    let mut users: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -35,6 +41,8 @@ fn main() {
             "--ttl" => ttl = value("--ttl").parse().expect("--ttl SECONDS"),
             "--mongo-uri" => mongo_uri = Some(value("--mongo-uri")),
             "--expired" => expired = value("--expired").parse().expect("--expired N"),
+            "--es256" => es256 = value("--es256").parse().expect("--es256 N"),
+            "--users" => users = Some(value("--users").parse().expect("--users U")),
             // cargo passes `--bench`; criterion-style filters are not ours to handle.
             _ => {}
         }
@@ -46,7 +54,9 @@ fn main() {
     std::fs::create_dir_all(&out).expect("create --out dir");
     let started = Instant::now();
     let signer = common::rsa_2048("load-rsa");
-    std::fs::write(out.join("jwks.json"), signer.jwks()).expect("write jwks.json");
+    let ec = common::es256("load-ec");
+    let jwks = serde_json::json!({ "keys": [signer.jwk, ec.jwk] }).to_string();
+    std::fs::write(out.join("jwks.json"), jwks).expect("write jwks.json");
 
     let now = common::now_seconds();
     // RSA signing is ~1 ms a token: split the work over the available cores.
@@ -81,8 +91,12 @@ fn main() {
             .collect();
         std::fs::write(out.join("expired.txt"), lines.join("\n") + "\n").expect("expired.txt");
     }
+    if es256 > 0 {
+        let users = users.unwrap_or(es256).max(1);
+        write_es256(&out, &ec, &issuer, (es256, users), (now, ttl));
+    }
     if let Some(uri) = mongo_uri {
-        insert_users(&uri, count);
+        insert_users(&uri, users.unwrap_or(count));
     }
     eprintln!(
         "mint: {} tokens ({} bytes each) and jwks.json in {} ({:.1} s)",
@@ -91,6 +105,38 @@ fn main() {
         out.display(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `count` distinct ES256 tokens (distinct `jti`), their `sub` cycling over `users` users.
+fn write_es256(
+    out: &std::path::Path,
+    signer: &common::Signer,
+    issuer: &str,
+    (count, users): (usize, usize),
+    (now, ttl): (u64, u64),
+) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = count.div_ceil(threads);
+    let chunks: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut lines = String::new();
+                    for i in t * per..((t + 1) * per).min(count) {
+                        lines.push_str(&signer.mint_distinct(issuer, i % users, i, now, ttl));
+                        lines.push('\n');
+                    }
+                    lines
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("minting thread"))
+            .collect()
+    });
+    std::fs::write(out.join("es256-tokens.txt"), chunks.concat()).expect("es256-tokens.txt");
+    eprintln!("mint: {count} ES256 tokens over {users} users");
 }
 
 /// The documents claimgate's `user_data` reads in the load bench's user-data rows.

@@ -148,6 +148,18 @@ impl Signer {
 
     /// A token shaped like a typical IdP access token (~450 bytes of claims).
     pub fn mint(&self, issuer: &str, user: usize, now: u64, ttl: u64) -> String {
+        self.mint_distinct(issuer, user, user, now, ttl)
+    }
+
+    /// [`Signer::mint`] for `user`, made distinct from the user's other tokens by `serial` (`jti`).
+    pub fn mint_distinct(
+        &self,
+        issuer: &str,
+        user: usize,
+        serial: usize,
+        now: u64,
+        ttl: u64,
+    ) -> String {
         let claims = json!({
             "iss": issuer,
             "sub": format!("user-{user:06}"),
@@ -155,7 +167,7 @@ impl Signer {
             "iat": now,
             "nbf": now,
             "exp": now + ttl,
-            "jti": format!("bench-{user}-{now}"),
+            "jti": format!("bench-{serial}-{now}"),
             "name": format!("Bench User {user}"),
             "email": format!("user{user}@example.com"),
             "email_verified": true,
