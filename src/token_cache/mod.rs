@@ -214,3 +214,6 @@ impl Drop for TokenCache {
         self.flush_hits();
     }
 }
+
+#[cfg(test)]
+mod tests;
