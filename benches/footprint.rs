@@ -8,7 +8,7 @@
 mod common;
 
 use claimgate::claims::{Identity, MetadataMapping};
-use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField};
+use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField, TokenCacheConfig};
 use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
@@ -20,7 +20,7 @@ use mongodb::bson::{doc, oid::ObjectId};
 use prometheus_client::metrics::counter::Counter;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 struct Counting;
 
@@ -99,32 +99,33 @@ fn main() {
     );
     println!("| kept per token or per user | bytes |");
     println!("| --- | ---: |");
+    let empty_claims: Arc<serde_json::Map<String, serde_json::Value>> = Arc::default();
+    // As `Decider::session` builds it: token-only headers rendered, then what no later request
+    // reads dropped.
     let session = |v: &claimgate::verify::Verified, keep_mapped_data: bool| {
         let mut identity = Identity {
             id: v.user_id.clone(),
             provider: provider.clone(),
             data: mapping.map(&v.claims).expect("maps"),
-            token: Arc::default(),
+            token: empty_claims.clone(),
         };
-        let rendered = OnceLock::new();
         let ctx = Context {
             identity: &identity,
             custom_data: None,
             permissions: None,
             request: None,
         };
-        let _ = rendered.set(default_plan.render(&ctx).expect("renders"));
+        let rendered = default_plan.render(&ctx).expect("renders");
         if !keep_mapped_data {
             identity.data = serde_json::Map::new();
         }
-        Arc::new(Session {
-            proof: v.proof.clone(),
+        Arc::new(Session::new(
+            v.proof.clone(),
             identity,
-            rendered,
-            rendered_for: Mutex::new(None),
-            iat: None,
-            jti: None,
-        })
+            Some(rendered),
+            None,
+            None,
+        ))
     };
     let (lean, lean_bytes) = per_entry(
         "token: session as cached without user data (proof, id, rendered X-User-Id + X-Claimgate-User)",
@@ -141,15 +142,25 @@ fn main() {
         },
     );
     let (token_cache, token_cache_bytes) = per_entry(
-        "token: verified-token cache entry (moka, SHA-256 key, expiry at exp)",
+        "token: verified-token cache entry (moka, SHA-256 key, expiry at exp, weigher)",
         || {
-            let cache = TokenCache::new(true, 2 * N as u64, Arc::new(Metrics::new()));
+            let config = TokenCacheConfig {
+                enabled: true,
+                max_bytes: 1 << 30,
+                max_entries: None,
+            };
+            let cache = TokenCache::new(&config, Arc::new(Metrics::new()));
             for (token, session) in tokens.iter().zip(&sessions) {
                 cache.insert(digest(token), session.clone());
             }
             assert_eq!(cache.entry_count(), N as u64);
             cache
         },
+    );
+    let weighed = session(&verified[0], false).entry_bytes();
+    println!(
+        "| token: what the weigher charges a session as cached without user data (measured: {:.0}) | {weighed} |",
+        lean_bytes + token_cache_bytes
     );
     let (records, record_bytes) = per_entry(
         "user: document as JSON (_id, user_id, name, roles[2], canRead) in a UserRecord",

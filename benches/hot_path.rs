@@ -12,7 +12,9 @@ mod common;
 
 use aws_lc_rs::{hmac, signature};
 use claimgate::claims::{Identity, MetadataMapping};
-use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField, RuleConfig};
+use claimgate::config::{
+    ForwardConfig, HeaderMapping, MetadataField, RuleConfig, TokenCacheConfig,
+};
 use claimgate::expansion::{Context, RequestFacts};
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
@@ -23,7 +25,7 @@ use common::{app_for, split, ISSUER};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{json, Map, Value};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -261,15 +263,8 @@ fn bench_request_parts(c: &mut Criterion) {
     group.finish();
 
     // A cache holding 10 000 sessions, as after the load bench's rotating-token run.
-    let cache = TokenCache::new(true, 100_000, Arc::new(Metrics::new()));
-    let session = Arc::new(Session {
-        proof: verified.proof,
-        identity,
-        rendered: OnceLock::new(),
-        rendered_for: Mutex::new(None),
-        iat: None,
-        jti: None,
-    });
+    let cache = TokenCache::new(&TokenCacheConfig::default(), Arc::new(Metrics::new()));
+    let session = Arc::new(Session::new(verified.proof, identity, None, None, None));
     for i in 0..10_000 {
         cache.insert(digest(&format!("{token}{i}")), session.clone());
     }

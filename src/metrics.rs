@@ -35,6 +35,8 @@ pub struct Metrics {
     pub jwks_keys: Family<ProviderLabel, Gauge>,
     pub jwks_key_age_seconds: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
     pub token_cache_entries: Gauge,
+    /// Heap the verified-token cache holds: its entries' weights plus the workers' copies.
+    pub token_cache_bytes: Gauge,
     pub token_cache_hits: Counter,
     pub token_cache_misses: Counter,
     pub token_cache_hit_ratio: Gauge<f64, AtomicU64>,
@@ -145,6 +147,12 @@ impl Metrics {
             "Entries in the verified-token cache",
             token_cache_entries.clone(),
         );
+        let token_cache_bytes = Gauge::default();
+        registry.register(
+            "token_cache_bytes",
+            "Heap bytes held by the verified-token cache (weighed entries and per-worker copies)",
+            token_cache_bytes.clone(),
+        );
         let token_cache_hits = Counter::default();
         registry.register(
             "token_cache_hits",
@@ -246,6 +254,7 @@ impl Metrics {
             jwks_keys,
             jwks_key_age_seconds,
             token_cache_entries,
+            token_cache_bytes,
             token_cache_hits,
             token_cache_misses,
             token_cache_hit_ratio,

@@ -163,8 +163,7 @@ impl Compiled {
         let token_cache = match kept(same_sessions) {
             Some(prev) => prev.decider.token_cache.clone(),
             None => Arc::new(TokenCache::new(
-                config.verified_token_cache.enabled,
-                config.verified_token_cache.max_entries,
+                &config.verified_token_cache,
                 metrics.clone(),
             )),
         };

@@ -132,6 +132,7 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
 
 fn validate(config: &Config) -> Result<(), KeyError> {
     super::forward_auth::validate(config)?;
+    config.verified_token_cache.validate()?;
     if let Some(upstream) = &config.upstream {
         validate_upstream(upstream)?;
     }

@@ -8,6 +8,7 @@ mod load;
 mod revocation;
 mod rules;
 mod telemetry;
+mod token_cache;
 mod userdata;
 
 mod listener_tls;
@@ -19,6 +20,7 @@ pub use operations::{ReloadConfig, ShutdownConfig};
 pub use revocation::RevocationConfig;
 pub use rules::{AuthMode, RuleConfig, RuleMatch, UserinfoConfig};
 pub use telemetry::TracingConfig;
+pub use token_cache::TokenCacheConfig;
 pub use userdata::{
     OnUnavailable, RolesConfig, UserCreationConfig, UserDataCacheConfig, UserDataConfig,
     UserDataSource,
@@ -326,24 +328,6 @@ pub enum HeaderEncoding {
     Base64url,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenCacheConfig {
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    #[serde(default = "default_token_cache_entries")]
-    pub max_entries: u64,
-}
-
-impl Default for TokenCacheConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_entries: default_token_cache_entries(),
-        }
-    }
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
 }
@@ -394,9 +378,6 @@ fn default_header_read_timeout_ms() -> u64 {
 }
 fn default_max_header_bytes() -> usize {
     64 * 1024
-}
-fn default_token_cache_entries() -> u64 {
-    100_000
 }
 fn default_true() -> bool {
     true

@@ -10,7 +10,7 @@ use crate::token_cache::{Session, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::verify::now_seconds;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 impl Decider {
     /// The user's document, with the checks that need nothing but the document itself
@@ -99,30 +99,24 @@ impl Decider {
             token: verified.claims,
         };
         // Headers that depend on the token alone are rendered once, while the claims are here.
-        let rendered = OnceLock::new();
-        if !self.headers.needs_user_data && !self.headers.needs_request {
+        let rendered = if !self.headers.needs_user_data && !self.headers.needs_request {
             let ctx = Context {
                 identity: &identity,
                 custom_data: None,
                 permissions: None,
                 request: None,
             };
-            let _ = rendered.set(self.headers.render(&ctx)?);
-        }
+            Some(self.headers.render(&ctx)?)
+        } else {
+            None
+        };
         if !self.keep_claims {
-            identity.token = Arc::default();
+            identity.token = self.token_cache.empty_claims();
         }
         if !self.keep_mapped_data {
             identity.data = serde_json::Map::new();
         }
-        let session = Arc::new(Session {
-            proof: verified.proof,
-            identity,
-            rendered,
-            rendered_for: Mutex::new(None),
-            iat,
-            jti,
-        });
+        let session = Arc::new(Session::new(verified.proof, identity, rendered, iat, jti));
         if !traced {
             self.token_cache.insert(key, session.clone());
         }

@@ -1,0 +1,89 @@
+use super::*;
+use crate::claims::Identity;
+use crate::jwks::{Alg, VerifyKey};
+use http::{HeaderName, HeaderValue};
+
+fn session(cache: &TokenCache) -> Arc<Session> {
+    let proof = Proof {
+        provider: 0,
+        exp: now_seconds() + 3_600,
+        key: Arc::new(VerifyKey::hmac(&[1u8; 32], &[Alg::HS256]).unwrap()),
+    };
+    let identity = Identity {
+        id: "ann".into(),
+        provider: Arc::from("corp"),
+        data: Map::new(),
+        token: cache.empty_claims(),
+    };
+    let rendered = vec![(
+        HeaderName::from_static("x-user-id"),
+        HeaderValue::from_static("ann"),
+    )];
+    Arc::new(Session::new(
+        proof,
+        identity,
+        Some(rendered),
+        Some(1.0),
+        None,
+    ))
+}
+
+fn cache() -> TokenCache {
+    TokenCache::new(&TokenCacheConfig::default(), Arc::new(Metrics::new()))
+}
+
+#[test]
+fn a_worker_serves_repeats_from_its_own_copy() {
+    let cache = cache();
+    let key = digest("token");
+    let original = session(&cache);
+    cache.insert(key, original.clone());
+    // The inserting worker keeps the session it verified.
+    let first = cache.get(&key, |_| true).unwrap();
+    assert!(Arc::ptr_eq(&first, &original));
+    // Another worker copies it once, then serves its copy.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let copy = cache.get(&key, |_| true).unwrap();
+            assert!(!Arc::ptr_eq(&copy, &original));
+            assert_eq!(copy.rendered.get(), original.rendered.get());
+            assert_eq!(copy.identity.id, "ann");
+            assert_eq!(copy.iat, Some(1.0));
+            let again = cache.get(&key, |_| true).unwrap();
+            assert!(Arc::ptr_eq(&copy, &again));
+        });
+    });
+    cache.update_metrics();
+    assert_eq!(cache.metrics.token_cache_hits.get(), 3);
+    assert_eq!(cache.metrics.token_cache_misses.get(), 0);
+    assert!(cache.bytes() > 0);
+}
+
+#[test]
+fn an_entry_no_longer_valid_is_dropped() {
+    let cache = cache();
+    let key = digest("token");
+    cache.insert(key, session(&cache));
+    std::thread::scope(|s| {
+        s.spawn(|| assert!(cache.get(&key, |_| true).is_some()));
+    });
+    // This worker's front refuses it and drops it from the shared cache too (another worker's
+    // copy is checked the same way on each of its own hits).
+    assert!(cache.get(&key, |_| false).is_none());
+    assert!(cache.get(&key, |_| true).is_none());
+    cache.update_metrics();
+    assert_eq!(cache.metrics.token_cache_misses.get(), 2);
+}
+
+#[test]
+fn a_disabled_cache_keeps_nothing() {
+    let config = TokenCacheConfig {
+        enabled: false,
+        ..TokenCacheConfig::default()
+    };
+    let cache = TokenCache::new(&config, Arc::new(Metrics::new()));
+    let key = digest("token");
+    cache.insert(key, session(&cache));
+    assert!(cache.get(&key, |_| true).is_none());
+    assert_eq!(cache.bytes(), 0);
+}
