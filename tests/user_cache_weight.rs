@@ -44,6 +44,9 @@ static ALLOCATOR: Counting = Counting;
 
 const N: usize = 2_000;
 
+/// Builds the i-th record of one shape.
+type Shape = fn(usize) -> Arc<UserRecord>;
+
 fn record(document: Option<Value>, permissions: Option<Value>) -> Arc<UserRecord> {
     Arc::new(UserRecord {
         document: document.map(compact),
@@ -119,7 +122,7 @@ fn within(label: &str, what: &str, weighed: f64, real: f64) {
 
 #[test]
 fn the_weigher_tracks_real_heap_bytes() {
-    let shapes: [(&str, fn(usize) -> Arc<UserRecord>); 4] = [
+    let shapes: [(&str, Shape); 4] = [
         ("small document", small),
         ("8-field document", eight_fields),
         ("nested arrays and objects", nested),
