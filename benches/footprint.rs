@@ -13,7 +13,9 @@ use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
 use claimgate::token_cache::{digest, Session, TokenCache};
-use claimgate::userdata::{doc_to_json, UserRecord};
+use claimgate::userdata::{
+    doc_to_json, record_heap, Fetched, RecordCache, UserRecord, ENTRY_OVERHEAD,
+};
 use claimgate::verify::now_seconds;
 use common::{app_for, ISSUER};
 use mongodb::bson::{doc, oid::ObjectId};
@@ -21,6 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 struct Counting;
 
@@ -186,18 +189,30 @@ fn main() {
         },
     );
     let (user_cache, user_cache_bytes) = per_entry(
-        "user: user data cache entries (moka: by user id, and _id → user id for deletes)",
+        "user: user data cache entry (moka by user id, weighed; _id → user id index for deletes)",
         || {
-            let by_user = moka::sync::Cache::new(2 * N as u64);
-            let by_doc_id = moka::sync::Cache::new(2 * N as u64);
+            let cache = RecordCache::new(u64::MAX, None, Duration::from_secs(300));
             for (i, record) in records.iter().enumerate() {
-                by_user.insert(format!("user-{i:06}"), record.clone());
-                by_doc_id.insert(format!("{i:024x}"), format!("user-{i:06}"));
+                let fetched = Fetched {
+                    record: record.clone(),
+                    doc_id: Some(format!("{i:024x}")),
+                };
+                cache.insert(&format!("user-{i:06}"), fetched);
             }
-            by_user.run_pending_tasks();
-            by_doc_id.run_pending_tasks();
-            (by_user, by_doc_id)
+            assert_eq!(cache.len(), N as u64);
+            cache
         },
+    );
+    // What `ENTRY_OVERHEAD` should be: the row above less the key strings the weigher counts
+    // itself (user id and `_id`, each held twice).
+    let keys = 2 * "user-000000".len() + 2 * 24;
+    let weighed = user_cache.bytes() as f64 / N as f64;
+    let record_weight = records.iter().map(|r| record_heap(r)).sum::<usize>() as f64 / N as f64;
+    println!(
+        "\nuser cache: measured overhead per entry {:.0} B (ENTRY_OVERHEAD = {ENTRY_OVERHEAD}); \
+         weighed {weighed:.0} B per entry vs measured {:.0} B (record {record_bytes:.0} B, weigher says {record_weight:.0} B)\n",
+        user_cache_bytes - keys as f64,
+        user_cache_bytes + record_bytes,
     );
     let (_, rendered_bytes) = per_entry(
         "token: headers rendered with the user's document (X-Claimgate-User carries custom_data)",

@@ -60,7 +60,10 @@ pub struct RevocationMetrics {
     pub refused_jti: Counter,
     /// Entries of the revocation list held in memory.
     pub entries: Gauge,
-    /// 1 while the list is over `revocation.max_entries` (tokens with a `jti` get 503).
+    /// Heap bytes of the revocation list (bounded by `revocation.max_bytes`).
+    pub bytes: Gauge,
+    /// 1 while the list is over `revocation.max_bytes` or `max_entries` (tokens with a `jti` get
+    /// 503).
     pub overflow: Gauge,
     /// Change-stream events applied to the revocation list.
     pub change_events: Counter,
@@ -77,6 +80,8 @@ struct CheckLabel {
 #[derive(Default, Clone)]
 pub struct UserDataMetrics {
     pub cache_entries: Gauge,
+    /// Heap bytes held by the user data cache (bounded by `user_data.cache.max_bytes`).
+    pub cache_bytes: Gauge,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     /// Hits / lookups since start, computed when metrics are scraped.
@@ -195,6 +200,11 @@ impl Metrics {
             "user_data_cache_entries",
             "Entries in the user data cache",
             u.cache_entries.clone(),
+        );
+        registry.register(
+            "user_data_cache_bytes",
+            "Heap bytes held by the user data cache",
+            u.cache_bytes.clone(),
         );
         registry.register(
             "user_data_cache_hit_ratio",
@@ -318,8 +328,13 @@ fn register_revocation(registry: &mut Registry) -> RevocationMetrics {
         r.entries.clone(),
     );
     registry.register(
+        "revocation_bytes",
+        "Heap bytes of the revocation list held in memory",
+        r.bytes.clone(),
+    );
+    registry.register(
         "revocation_overflow",
-        "1 while the revocation list exceeds revocation.max_entries (tokens with a jti get 503)",
+        "1 while the revocation list exceeds revocation.max_bytes or max_entries (tokens with a jti get 503)",
         r.overflow.clone(),
     );
     registry.register(

@@ -3,11 +3,12 @@
 //! within one event round trip.
 //!
 //! Fail-closed rules for tokens that carry a `jti` (a listed `jti` is always `token_revoked`):
-//! until the list has been read once, while it is over `max_entries`, or (under
+//! until the list has been read once, while it is over `max_bytes` or `max_entries`, or (under
 //! `user_data.on_unavailable: deny`) while its change stream has been down for longer than
 //! `user_data.timeout_ms`, such a token gets 503 `revocation_unavailable`. Under `serve_cached`
 //! the last known list keeps being applied through an outage.
 
+mod state;
 mod stream;
 
 use crate::config::{KeyError, OnUnavailable, RevocationConfig};
@@ -17,7 +18,7 @@ use crate::userdata::{bson_instant, bson_path, canonical_id, MongoSource};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::Error;
-use std::collections::HashMap;
+use state::{Bounds, Listed, State};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -28,75 +29,13 @@ pub struct Revocation {
     collection: String,
     jti_field: String,
     expires_field: Option<String>,
-    max_entries: usize,
+    bounds: Bounds,
     on_unavailable: OnUnavailable,
     /// How long the stream may be down under `deny` before tokens with a `jti` are refused: a
     /// routine reconnect must not turn into 503s.
     grace: Duration,
     state: RwLock<State>,
     metrics: RevocationMetrics,
-}
-
-/// One listing document.
-#[derive(Debug, Clone, PartialEq)]
-struct Listed {
-    jti: Box<str>,
-    expires: Option<SystemTime>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Listing document `_id` (canonical text) → what it lists: a delete event carries only the
-    /// `_id`, and two documents may list the same `jti`.
-    by_doc: HashMap<String, Listed>,
-    /// `jti` → how many documents list it.
-    by_jti: HashMap<Box<str>, u32>,
-    loaded: bool,
-    /// A document was left out for `max_entries`: the list is incomplete until a reload fits.
-    overflow: bool,
-    /// Since when the change stream has been down (`None`: open, or not opened yet).
-    down_since: Option<Instant>,
-}
-
-impl State {
-    fn put(&mut self, doc_id: String, listed: Listed, max_entries: usize) {
-        if !self.by_doc.contains_key(&doc_id) && self.by_doc.len() >= max_entries {
-            self.overflow = true;
-            return;
-        }
-        *self.by_jti.entry(listed.jti.clone()).or_insert(0) += 1;
-        if let Some(old) = self.by_doc.insert(doc_id, listed) {
-            self.forget(&old.jti);
-        }
-    }
-
-    fn remove(&mut self, doc_id: &str) {
-        if let Some(old) = self.by_doc.remove(doc_id) {
-            self.forget(&old.jti);
-        }
-    }
-
-    fn forget(&mut self, jti: &str) {
-        if let Some(count) = self.by_jti.get_mut(jti) {
-            *count -= 1;
-            if *count == 0 {
-                self.by_jti.remove(jti);
-            }
-        }
-    }
-
-    /// Drops entries whose expiry has passed: the tokens they revoke are expired anyway.
-    fn prune(&mut self, now: SystemTime) {
-        let past: Vec<String> = self
-            .by_doc
-            .iter()
-            .filter(|(_, l)| l.expires.is_some_and(|at| at <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in past {
-            self.remove(&id);
-        }
-    }
 }
 
 impl Revocation {
@@ -125,7 +64,13 @@ impl Revocation {
                 ));
             }
         }
-        if cfg.max_entries == 0 {
+        if cfg.max_bytes == 0 {
+            return Err(KeyError::new(
+                "revocation.max_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if cfg.max_entries == Some(0) {
             return Err(KeyError::new(
                 "revocation.max_entries",
                 "must be greater than 0",
@@ -140,7 +85,10 @@ impl Revocation {
             collection: cfg.collection.clone(),
             jti_field: cfg.jti_field.clone(),
             expires_field: cfg.expires_field.clone(),
-            max_entries: cfg.max_entries,
+            bounds: Bounds {
+                max_bytes: cfg.max_bytes,
+                max_entries: cfg.max_entries.unwrap_or(usize::MAX),
+            },
             state: RwLock::new(State::default()),
             metrics,
         })
@@ -194,7 +142,7 @@ impl Revocation {
         while let Some(document) = cursor.try_next().await? {
             if let Some((doc_id, Some(listed))) = self.read_document(&document) {
                 if listed.expires.is_none_or(|at| at > now) {
-                    fresh.put(doc_id, listed, self.max_entries);
+                    fresh.put(doc_id, listed, self.bounds);
                 }
             }
         }
@@ -203,8 +151,9 @@ impl Revocation {
         if fresh.overflow {
             tracing::error!(
                 collection = self.collection,
-                max_entries = self.max_entries,
-                "the revocation list is larger than revocation.max_entries: tokens with a jti are refused (503) until it fits"
+                max_bytes = self.bounds.max_bytes,
+                max_entries = self.bounds.max_entries,
+                "the revocation list is larger than revocation.max_bytes or max_entries: tokens with a jti are refused (503) until it fits"
             );
         }
         let mut state = self.write();
@@ -223,7 +172,7 @@ impl Revocation {
         let mut state = self.write();
         match listed {
             Some(listed) if listed.expires.is_none_or(|at| at > SystemTime::now()) => {
-                state.put(doc_id.to_owned(), listed, self.max_entries)
+                state.put(doc_id.into(), listed, self.bounds)
             }
             _ => state.remove(doc_id),
         }
@@ -260,8 +209,8 @@ impl Revocation {
 
     /// The `_id` and what the document lists. A document without a string `jti` lists nothing;
     /// an expiry that is not a date is ignored (the entry is kept: failing closed).
-    fn read_document(&self, document: &Document) -> Option<(String, Option<Listed>)> {
-        let doc_id = canonical_id(document.get("_id")?);
+    fn read_document(&self, document: &Document) -> Option<(Box<str>, Option<Listed>)> {
+        let doc_id = canonical_id(document.get("_id")?).into_boxed_str();
         let jti = match bson_path(document, &self.jti_field) {
             Some(Bson::String(jti)) if !jti.is_empty() => jti.as_str().into(),
             _ => return Some((doc_id, None)),
@@ -277,6 +226,8 @@ impl Revocation {
     fn publish(&self, state: &State) {
         let entries = i64::try_from(state.by_doc.len()).unwrap_or(i64::MAX);
         self.metrics.entries.set(entries);
+        let bytes = i64::try_from(state.bytes()).unwrap_or(i64::MAX);
+        self.metrics.bytes.set(bytes);
         self.metrics.overflow.set(i64::from(state.overflow));
     }
 
@@ -288,62 +239,5 @@ impl Revocation {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn listed(jti: &str, expires: Option<SystemTime>) -> Listed {
-        Listed {
-            jti: jti.into(),
-            expires,
-        }
-    }
-
-    #[test]
-    fn a_jti_stays_listed_while_any_document_lists_it() {
-        let mut s = State::default();
-        s.put("1".into(), listed("a", None), 10);
-        s.put("2".into(), listed("a", None), 10);
-        s.remove("1");
-        assert!(s.by_jti.contains_key("a"));
-        // An update that changes the listed jti unlists the old one.
-        s.put("2".into(), listed("b", None), 10);
-        assert!(!s.by_jti.contains_key("a") && s.by_jti.contains_key("b"));
-        s.remove("2");
-        assert!(s.by_jti.is_empty() && s.by_doc.is_empty());
-    }
-
-    #[test]
-    fn over_the_bound_the_list_is_marked_incomplete() {
-        let mut s = State::default();
-        s.put("1".into(), listed("a", None), 1);
-        s.put("1".into(), listed("a2", None), 1);
-        assert!(!s.overflow, "replacing an entry is not growth");
-        s.put("2".into(), listed("b", None), 1);
-        assert!(s.overflow && !s.by_jti.contains_key("b"));
-    }
-
-    #[test]
-    fn expired_entries_are_pruned() {
-        let now = SystemTime::now();
-        let mut s = State::default();
-        s.put(
-            "1".into(),
-            listed("old", Some(now - Duration::from_secs(1))),
-            10,
-        );
-        s.put(
-            "2".into(),
-            listed("new", Some(now + Duration::from_secs(60))),
-            10,
-        );
-        s.put("3".into(), listed("forever", None), 10);
-        s.prune(now);
-        let mut left: Vec<_> = s.by_jti.keys().map(|k| k.to_string()).collect();
-        left.sort();
-        assert_eq!(left, ["forever", "new"]);
     }
 }

@@ -323,6 +323,16 @@ fn revocation_config_errors_name_the_key() {
             check(|c| {
                 c.set("/user_data", mongo_section("db")).set(
                     "/revocation",
+                    json!({"collection": "revoked", "max_bytes": 0}),
+                )
+            }),
+            "revocation.max_bytes",
+            "greater than 0",
+        ),
+        (
+            check(|c| {
+                c.set("/user_data", mongo_section("db")).set(
+                    "/revocation",
                     json!({"collection": "revoked", "jti_feld": "x"}),
                 )
             }),

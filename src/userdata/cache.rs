@@ -3,9 +3,15 @@
 //! Entries are never dropped for age (only for capacity or by a change event): past the TTL they
 //! are "stale", refetched on the next lookup, and still served when the source is down and
 //! `on_unavailable: serve_cached` allows it. Concurrent misses for one user share one fetch.
+//!
+//! Bounded by `max_bytes`, each entry weighed by its real heap size (`weight.rs`), and optionally
+//! by `max_entries`. Delete events carry only the document `_id`, so a small index maps `_id`s to
+//! cached users; the eviction listener keeps it in step with the cache.
 
+use super::weight::record_heap;
 use super::{Unavailable, UserRecord};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,17 +21,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// What one fetch from the source yields.
-pub(crate) struct Fetched {
+pub struct Fetched {
     pub record: Arc<UserRecord>,
     /// The chosen document's `_id` (canonical text), so a delete event, which only carries the
     /// `_id`, can find the user it belongs to.
     pub doc_id: Option<String>,
 }
 
-pub(crate) struct Entry {
+pub struct Entry {
     pub record: Arc<UserRecord>,
+    doc_id: Option<Box<str>>,
     fetched: Instant,
     generation: u64,
+    /// Real heap bytes, for the bytes gauge.
+    bytes: u32,
+    /// What the cache's weigher sees: `bytes`, raised to `max_bytes / max_entries` when
+    /// `max_entries` is set, so that neither bound can be exceeded.
+    weight: u32,
 }
 
 impl Entry {
@@ -44,9 +56,26 @@ struct Flights {
     events: u64,
 }
 
-pub(crate) struct RecordCache {
+/// Heap bytes a cached user costs beyond its record and the strings of its keys: the moka entry
+/// (its key `Arc`, value entry, hash-table share and access-order node), the `Arc<Entry>`
+/// allocation and the `_id` index slot. Measured with the counting allocator of
+/// `benches/footprint.rs` (row "user: user data cache entries", 20 000 users, minus each entry's
+/// record and key strings): 382 bytes with moka 0.12.16.
+pub const ENTRY_OVERHEAD: usize = 382;
+
+/// A document `_id` → the user it was cached for, and which entry (its address, compared only
+/// while the entry is alive) put it there, so a late eviction of an older entry cannot remove
+/// the mapping a newer one made.
+type DocIndex = HashMap<Box<str>, (Box<str>, usize)>;
+
+#[doc(hidden)]
+pub struct RecordCache {
     entries: Cache<String, Arc<Entry>>,
-    by_doc_id: Cache<String, String>,
+    by_doc_id: Arc<Mutex<DocIndex>>,
+    /// Real heap bytes of the cached entries, `ENTRY_OVERHEAD` included.
+    bytes: Arc<AtomicU64>,
+    /// `max_bytes / max_entries`: the least an entry weighs (0 without `max_entries`).
+    min_weight: u32,
     ttl: Duration,
     /// Entries of an older generation are stale: bumped when events may have been missed (a new
     /// change stream) or when role definitions changed.
@@ -62,10 +91,36 @@ pub(crate) struct RecordCache {
 const DOWN_HOLD: Duration = Duration::from_secs(1);
 
 impl RecordCache {
-    pub(crate) fn new(max_entries: u64, ttl: Duration) -> Self {
+    pub fn new(max_bytes: u64, max_entries: Option<u64>, ttl: Duration) -> Self {
+        let by_doc_id: Arc<Mutex<DocIndex>> = Arc::default();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (index, counted) = (by_doc_id.clone(), bytes.clone());
+        // Every removal (eviction, invalidation, replacement) passes here, and only here is the
+        // index cleaned and the bytes given back.
+        let listener = move |_user: Arc<String>, entry: Arc<Entry>, _cause: RemovalCause| {
+            counted.fetch_sub(u64::from(entry.bytes), Ordering::AcqRel);
+            if let Some(doc_id) = &entry.doc_id {
+                let mut index = lock(&index);
+                if index
+                    .get(doc_id)
+                    .is_some_and(|(_, owner)| *owner == entry_address(&entry))
+                {
+                    index.remove(doc_id);
+                }
+            }
+        };
+        let min_weight = max_entries.map_or(0, |n| {
+            u32::try_from(max_bytes / n.max(1)).unwrap_or(u32::MAX)
+        });
         Self {
-            entries: Cache::builder().max_capacity(max_entries).build(),
-            by_doc_id: Cache::builder().max_capacity(max_entries).build(),
+            entries: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_user: &String, entry: &Arc<Entry>| entry.weight)
+                .eviction_listener(listener)
+                .build(),
+            by_doc_id,
+            bytes,
+            min_weight,
             ttl,
             generation: AtomicU64::new(0),
             flights: Mutex::new(Flights {
@@ -76,7 +131,7 @@ impl RecordCache {
         }
     }
 
-    pub(crate) fn get(&self, user_id: &str) -> Option<Arc<Entry>> {
+    pub fn get(&self, user_id: &str) -> Option<Arc<Entry>> {
         self.entries.get(user_id)
     }
 
@@ -85,10 +140,54 @@ impl RecordCache {
             && entry.fetched.elapsed() < self.ttl
     }
 
-    pub(crate) fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         // moka counts lazily; only misses and the admin side ask, so the flush is affordable.
         self.entries.run_pending_tasks();
         self.entries.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes held by the cached users (as of the last `len`, which flushes evictions).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Caches a record as a fetch would (for benches and tests; lookups go through fetches).
+    pub fn insert(&self, user_id: &str, fetched: Fetched) -> Arc<Entry> {
+        let _flights = self.lock_flights();
+        self.insert_at(user_id, fetched, self.generation.load(Ordering::Acquire))
+    }
+
+    fn insert_at(&self, user_id: &str, fetched: Fetched, generation: u64) -> Arc<Entry> {
+        let entry = self.entry(user_id, fetched, generation);
+        self.bytes
+            .fetch_add(u64::from(entry.bytes), Ordering::AcqRel);
+        // Insert first: replacing an entry runs the listener, which may drop the old mapping of
+        // this same `_id`; the new mapping is made after it.
+        self.entries.insert(user_id.to_owned(), entry.clone());
+        if let Some(doc_id) = &entry.doc_id {
+            lock(&self.by_doc_id).insert(doc_id.clone(), (user_id.into(), entry_address(&entry)));
+        }
+        entry
+    }
+
+    fn entry(&self, user_id: &str, fetched: Fetched, generation: u64) -> Arc<Entry> {
+        let doc_id: Option<Box<str>> = fetched.doc_id.map(String::into_boxed_str);
+        // The key is held twice (moka and the index), the `_id` twice (entry and index).
+        let keys = 2 * user_id.len() + 2 * doc_id.as_deref().map_or(0, str::len);
+        let bytes = record_heap(&fetched.record) + keys + ENTRY_OVERHEAD;
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        Arc::new(Entry {
+            record: fetched.record,
+            doc_id,
+            fetched: Instant::now(),
+            generation,
+            bytes,
+            weight: bytes.max(self.min_weight),
+        })
     }
 
     /// Runs `fetch` unless a fetch for this user is already running, in which case its result is
@@ -142,30 +241,25 @@ impl RecordCache {
         let mut flights = self.lock_flights();
         flights.running.remove(user_id);
         let fetched = fetched?;
-        let entry = Arc::new(Entry {
-            record: fetched.record,
-            fetched: Instant::now(),
-            generation,
-        });
         if flights.events == events {
-            self.entries.insert(user_id.to_owned(), entry.clone());
-            if let Some(doc_id) = fetched.doc_id {
-                self.by_doc_id.insert(doc_id, user_id.to_owned());
-            }
+            Ok(self.insert_at(user_id, fetched, generation))
+        } else {
+            Ok(self.entry(user_id, fetched, generation))
         }
-        Ok(entry)
     }
 
     /// A document changed: drop the named users and the owner of the document `_id`, and keep
     /// fetches that are running now from caching what they read.
-    pub(crate) fn invalidate(&self, user_ids: &[String], doc_id: Option<&str>) {
+    pub fn invalidate(&self, user_ids: &[String], doc_id: Option<&str>) {
         let mut flights = self.lock_flights();
         flights.events += 1;
         for user_id in user_ids {
             self.entries.invalidate(user_id);
         }
-        if let Some(owner) = doc_id.and_then(|id| self.by_doc_id.remove(id)) {
-            self.entries.invalidate(&owner);
+        // Taken out of the index before invalidating: the listener locks the index too.
+        let owner = doc_id.and_then(|id| lock(&self.by_doc_id).remove(id));
+        if let Some((owner, _)) = owner {
+            self.entries.invalidate(&*owner);
         }
     }
 
@@ -196,10 +290,19 @@ impl RecordCache {
     // A panic while holding these locks cannot leave their data inconsistent (each critical
     // section is a few map operations), so a poisoned lock is used as is.
     fn lock_flights(&self) -> MutexGuard<'_, Flights> {
-        self.flights.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.flights)
     }
 
     fn lock_down(&self) -> MutexGuard<'_, Option<Instant>> {
-        self.down_until.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.down_until)
     }
+}
+
+/// Identifies an entry while it is alive (the listener holds it while comparing).
+fn entry_address(entry: &Arc<Entry>) -> usize {
+    Arc::as_ptr(entry) as usize
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

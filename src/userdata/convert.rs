@@ -3,6 +3,7 @@
 //! The JSON is "relaxed Extended JSON"-ish on purpose: expressions and headers downstream compare
 //! plain strings and numbers, so `{"$oid": ..}`/`{"$date": ..}` wrappers would only get in the way.
 
+use super::weight::compact;
 use super::UserRecord;
 use base64::Engine;
 use mongodb::bson::{Bson, DateTime, Document};
@@ -15,7 +16,12 @@ pub(crate) fn bson_to_json(value: Bson) -> Value {
         Bson::Double(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
         Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => Value::String(s),
         Bson::JavaScriptCodeWithScope(c) => Value::String(c.code),
-        Bson::Array(items) => Value::Array(items.into_iter().map(bson_to_json).collect()),
+        Bson::Array(items) => {
+            // `collect` over `into_iter` would reuse the BSON vector's larger allocation.
+            let mut out = Vec::with_capacity(items.len());
+            out.extend(items.into_iter().map(bson_to_json));
+            Value::Array(out)
+        }
         Bson::Document(doc) => doc_to_json(doc),
         Bson::Boolean(b) => Value::Bool(b),
         Bson::Null | Bson::Undefined | Bson::MaxKey | Bson::MinKey | Bson::DbPointer(_) => {
@@ -36,12 +42,13 @@ pub(crate) fn bson_to_json(value: Bson) -> Value {
     }
 }
 
+/// Built at its exact size (see `weight.rs`): the document may stay cached for long.
 pub fn doc_to_json(doc: Document) -> Value {
-    Value::Object(
-        doc.into_iter()
-            .map(|(k, v)| (k, bson_to_json(v)))
-            .collect::<Map<String, Value>>(),
-    )
+    let mut map = Map::with_capacity(doc.len());
+    for (k, v) in doc {
+        map.insert(k, bson_to_json(v));
+    }
+    Value::Object(map)
 }
 
 /// A dotted path (`profile.status`) into nested objects, as MongoDB field paths read.
@@ -69,7 +76,11 @@ pub(crate) struct Fields {
 }
 
 impl Fields {
+    /// The document and permissions are compacted (`weight::compact`): records stay cached for
+    /// long, and the cache weighs them by their exact heap size.
     pub(crate) fn record(&self, document: Option<Value>, permissions: Option<Value>) -> UserRecord {
+        let document = document.map(compact);
+        let permissions = permissions.map(compact);
         let blocked = match (&document, &self.blocked) {
             (Some(doc), Some(field)) => json_path(doc, field) == Some(&Value::Bool(true)),
             _ => false,

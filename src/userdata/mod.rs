@@ -12,12 +12,19 @@ mod mongo;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod weight;
 
 use crate::config::{KeyError, UserDataConfig, UserDataSource};
 use crate::error::Reject;
 use crate::metrics::UserDataMetrics;
+/// The user data cache and what its entries weigh, public for `benches/footprint.rs` and
+/// `tests/user_cache_weight.rs`.
+#[doc(hidden)]
+pub use cache::{Entry, Fetched, RecordCache, ENTRY_OVERHEAD};
 /// How a MongoDB document becomes the JSON that rules, headers and /userinfo read.
 pub use convert::doc_to_json;
+pub(crate) use weight::table_bytes;
+pub use weight::{compact, record_heap, value_heap};
 // What the revocation list shares with user data: the client, the stream's resume rules and the
 // way fields and dates are read.
 use convert::Fields;
@@ -92,7 +99,13 @@ impl UserData {
                 "must not be empty",
             ));
         }
-        if cfg.cache.max_entries == 0 {
+        if cfg.cache.max_bytes == 0 {
+            return Err(KeyError::new(
+                "user_data.cache.max_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if cfg.cache.max_entries == Some(0) {
             return Err(KeyError::new(
                 "user_data.cache.max_entries",
                 "must be greater than 0",
@@ -154,6 +167,7 @@ impl UserData {
                         roles: cfg.roles.clone(),
                         timeout: Duration::from_millis(cfg.timeout_ms),
                         on_unavailable: cfg.on_unavailable,
+                        max_bytes: cfg.cache.max_bytes,
                         max_entries: cfg.cache.max_entries,
                         ttl: Duration::from_secs(cfg.cache.ttl_seconds),
                     },

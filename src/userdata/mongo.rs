@@ -45,7 +45,8 @@ pub(crate) struct Settings {
     pub roles: Option<RolesConfig>,
     pub timeout: Duration,
     pub on_unavailable: OnUnavailable,
-    pub max_entries: u64,
+    pub max_bytes: u64,
+    pub max_entries: Option<u64>,
     pub ttl: Duration,
 }
 
@@ -61,7 +62,7 @@ impl MongoSource {
             roles: s.roles,
             timeout: s.timeout,
             on_unavailable: s.on_unavailable,
-            cache: Arc::new(RecordCache::new(s.max_entries, s.ttl)),
+            cache: Arc::new(RecordCache::new(s.max_bytes, s.max_entries, s.ttl)),
             metrics,
         }
     }
@@ -111,6 +112,9 @@ impl MongoSource {
         self.metrics
             .cache_entries
             .set(saturating_i64(self.cache.len()));
+        self.metrics
+            .cache_bytes
+            .set(saturating_i64(self.cache.bytes()));
         match fetched {
             Ok(entry) => Ok(entry.record.clone()),
             Err(Unavailable) => match cached {

@@ -103,6 +103,10 @@ fn config_errors_name_the_key() {
         Some("user_data.cache.max_entries")
     );
     assert_eq!(
+        err(m(json!({"cache": {"max_bytes": 0}}))).as_deref(),
+        Some("user_data.cache.max_bytes")
+    );
+    assert_eq!(
         err(m(json!({"on_user_creation": {"document": {"_id": 1}}}))).as_deref(),
         Some("user_data.on_user_creation.document")
     );
