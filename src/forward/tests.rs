@@ -1,8 +1,10 @@
+use super::headers::X_FORWARDED_FOR;
 use super::*;
 use crate::echo::serve_echo;
 use crate::error::full;
 use crate::server::serve;
 use bytes::Bytes;
+use http::header::HeaderMap;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use serde_json::Value;
