@@ -29,6 +29,10 @@ const HOP_BY_HOP: [&str; 8] = [
 /// first is safe because it leaves `Connection` holding only the tokens `forward` still needs
 /// (`upgrade` and the fixed hop-by-hop names) and so deletes nothing more later.
 pub fn strip_connection_listed(headers: &mut HeaderMap) {
+    // Most requests have no `Connection` header: nothing to collect or allocate.
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
     let listed = connection_tokens(headers);
     let mut kept = Vec::new();
     for name in listed {
@@ -48,8 +52,10 @@ pub fn strip_connection_listed(headers: &mut HeaderMap) {
 }
 
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_tokens(headers) {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        for name in connection_tokens(headers) {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -77,29 +83,36 @@ pub(super) fn accepts_trailers(headers: &HeaderMap) -> bool {
 
 /// The protocol asked for by an HTTP/1.1 upgrade (`Connection: upgrade` + `Upgrade: x`).
 pub(super) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    if connection_tokens(headers).contains(&header::UPGRADE) {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+    // Header names compare case-insensitively; no `HeaderName` needs building for the check.
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 pub(super) fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    // IPv4 clients on a dual-stack listener show up as ::ffff:a.b.c.d; upstreams expect a.b.c.d.
-    let ip = peer.ip().to_canonical().to_string();
-    let previous: Vec<&str> = headers
+    use std::fmt::Write;
+    // One buffer for the whole value: the earlier hops, then us.
+    let mut value = String::with_capacity(64);
+    let previous = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .map(str::trim)
-        .filter(|value| !value.is_empty())
-        .collect();
-    let value = if previous.is_empty() {
-        ip
-    } else {
-        format!("{}, {ip}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+        .filter(|value| !value.is_empty());
+    for hop in previous {
+        value.push_str(hop);
+        value.push_str(", ");
+    }
+    // IPv4 clients on a dual-stack listener show up as ::ffff:a.b.c.d; upstreams expect a.b.c.d.
+    // Writing to a String cannot fail.
+    let _ = write!(value, "{}", peer.ip().to_canonical());
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR, value);
     }
 }
