@@ -3,14 +3,22 @@
 
 mod client_body;
 mod connector;
+mod headers;
+mod http1_conns;
 
 use crate::config::{KeyError, UpstreamConfig, UpstreamProtocol};
 use crate::error::{error_chain, Body, Reject};
 pub use connector::UpstreamTls;
 use connector::{Alpn, Connector};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+pub use headers::strip_connection_listed;
+use headers::{
+    accepts_trailers, append_forwarded_for, requested_upgrade, strip_hop_by_hop, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
+use http1_conns::Http1Connections;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -20,33 +28,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-/// RFC 9110 §7.6.1 plus the legacy ones still seen in the wild (Keep-Alive, Proxy-Connection,
-/// Trailer) and h2c's HTTP2-Settings (RFC 7540 §3.2); they describe one connection, so passing
-/// them on would describe the wrong one.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "http2-settings",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Enough idle connections for a busy sidecar to avoid reconnect storms, bounded so a burst
-/// cannot pin thousands of sockets on the upstream afterwards.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
-/// Below the usual 100-120 s idle timeouts of upstream servers, so we drop a connection before
-/// the upstream does and rarely send on a half-closed socket.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 pub struct Forwarder {
-    http1: Client<Connector, Body>,
+    /// This worker's own kept-alive HTTP/1 connections.
+    http1: Http1Connections,
     /// HTTP/2 for `protocol: h2c | auto`: prior knowledge in cleartext, ALPN `h2` over TLS.
     h2c: Option<Client<Connector, Body>>,
     protocol: UpstreamProtocol,
@@ -55,6 +39,9 @@ pub struct Forwarder {
     /// `X-Forwarded-Proto`: how clients reach the listener.
     client_scheme: HeaderValue,
     authority: Authority,
+    /// `Host` for a request that brought none (HTTP/1.0), as the legacy client would set it:
+    /// the upstream authority without a default port.
+    default_host: HeaderValue,
     /// Prefix from the upstream URL, without trailing slash; empty when the URL has no path.
     base_path: String,
     timeout: Duration,
@@ -100,15 +87,24 @@ impl Forwarder {
             (upstream.connect_timeout_ms > 0)
                 .then(|| Duration::from_millis(upstream.connect_timeout_ms)),
         );
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            // Without a timer the pool never evicts idle connections.
-            .pool_timer(TokioTimer::new());
-        let http1 = builder.build(tls.connector(connector.clone(), Alpn::Http1));
+        let target = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad("is not a valid URL"))?;
+        let http1 = Http1Connections::new(tls.connector(connector.clone(), Alpn::Http1), target);
+        let default_host = match (authority.port_u16(), scheme == Scheme::HTTPS) {
+            (Some(443), true) | (Some(80), false) => HeaderValue::from_str(authority.host()),
+            _ => HeaderValue::from_str(authority.as_str()),
+        }
+        .map_err(|_| bad("has an invalid host"))?;
         let h2c = (upstream.protocol != UpstreamProtocol::Http1).then(|| {
-            builder
+            Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(http1_conns::MAX_IDLE)
+                .pool_idle_timeout(http1_conns::IDLE_TIMEOUT)
+                // Without a timer the pool never evicts idle connections.
+                .pool_timer(TokioTimer::new())
                 .http2_only(true)
                 // gRPC streams can sit idle for long; pings tell a dead upstream from a quiet one.
                 .http2_keep_alive_interval(Duration::from_secs(30))
@@ -123,6 +119,7 @@ impl Forwarder {
             scheme,
             client_scheme: HeaderValue::from_static("http"),
             authority,
+            default_host,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(upstream.timeout_ms),
             tunnels: Default::default(),
@@ -151,7 +148,11 @@ impl Forwarder {
         peer: SocketAddr,
     ) -> Result<Response<Body>, Reject> {
         let upgrade = requested_upgrade(req.headers());
-        let (client, version) = self.client_for(req.version());
+        let h2 = self.h2_for(req.version());
+        let version = match h2 {
+            Some(_) => Version::HTTP_2,
+            None => Version::HTTP_11,
+        };
         // An HTTP/2 upstream has no upgrade mechanism to pass a WebSocket handshake on to.
         if upgrade.is_some() && version == Version::HTTP_2 {
             return Err(Reject::BadUpgrade);
@@ -165,7 +166,11 @@ impl Forwarder {
             let authority = parts.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-        parts.uri = self.upstream_uri(&parts.uri).map_err(|error| {
+        let uri = match h2 {
+            Some(_) => self.upstream_uri(&parts.uri),
+            None => self.origin_form(&parts.uri, &parts.method),
+        };
+        parts.uri = uri.map_err(|error| {
             tracing::warn!(upstream = %self.authority, %error, "cannot build upstream URI");
             Reject::UpstreamUnavailable
         })?;
@@ -186,9 +191,18 @@ impl Forwarder {
         }
         // Re-inserted after stripping so `Connection: host` cannot make us send the upstream's
         // own authority instead of the client's.
-        if let Some(host) = host {
-            parts.headers.insert(header::HOST, host.clone());
-            parts.headers.insert(X_FORWARDED_HOST, host);
+        match host {
+            Some(host) => {
+                parts.headers.insert(header::HOST, host.clone());
+                parts.headers.insert(X_FORWARDED_HOST, host);
+            }
+            // hyper's HTTP/1 connection sends no Host of its own.
+            None if h2.is_none() => {
+                parts
+                    .headers
+                    .insert(header::HOST, self.default_host.clone());
+            }
+            None => {}
         }
         append_forwarded_for(&mut parts.headers, peer);
         parts
@@ -197,7 +211,13 @@ impl Forwarder {
 
         let (body, client_body_failed) = client_body::ClientBody::new(body);
         let request = Request::from_parts(parts, body.boxed());
-        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
+        let sent = async {
+            match h2 {
+                Some(client) => client.request(request).await.map_err(UpstreamError::Http2),
+                None => self.http1.send(request).await.map_err(UpstreamError::Http1),
+            }
+        };
+        let response = match tokio::time::timeout(self.timeout, sent).await {
             Ok(Ok(response)) => response,
             // The client's fault, so neither a warning nor an upstream outage.
             Ok(Err(error)) if client_body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -231,17 +251,35 @@ impl Forwarder {
         Ok(Response::from_parts(parts, body.boxed()))
     }
 
-    /// The pool and HTTP version for a request the client sent as `client_version`.
-    fn client_for(&self, client_version: Version) -> (&Client<Connector, Body>, Version) {
+    /// The HTTP/2 pool for a request the client sent as `client_version`, or `None` for HTTP/1.
+    fn h2_for(&self, client_version: Version) -> Option<&Client<Connector, Body>> {
         let h2 = match self.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::H2c => true,
             UpstreamProtocol::Auto => client_version == Version::HTTP_2,
         };
-        match (&self.h2c, h2) {
-            (Some(h2c), true) => (h2c, Version::HTTP_2),
-            _ => (&self.http1, Version::HTTP_11),
+        self.h2c.as_ref().filter(|_| h2)
+    }
+
+    /// The request target for an HTTP/1 upstream, which hyper's connection sends as given:
+    /// origin-form under the base path, authority-form for CONNECT (as the legacy client did).
+    fn origin_form(&self, original: &Uri, method: &Method) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        if method == Method::CONNECT {
+            parts.authority = Some(self.authority.clone());
+            return Ok(Uri::from_parts(parts)?);
         }
+        let path_and_query = match original.path_and_query() {
+            // Only origin-form paths can take a prefix; `*` (OPTIONS) passes through as is.
+            Some(pq) if !self.base_path.is_empty() && pq.as_str().starts_with('/') => {
+                format!("{}{}", self.base_path, pq.as_str()).parse()?
+            }
+            Some(pq) => pq.clone(),
+            None if self.base_path.is_empty() => return Ok(Uri::default()),
+            None => format!("{}/", self.base_path).parse()?,
+        };
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
     }
 
     fn upstream_uri(&self, original: &Uri) -> Result<Uri, http::Error> {
@@ -302,86 +340,13 @@ impl Forwarder {
     }
 }
 
-/// Removes every header named in `Connection` and then the hop-by-hop headers themselves.
-///
-/// The caller should run this before injecting identity headers: otherwise a client sending
-/// `Connection: x-user-id` makes [`Forwarder::forward`] delete the injected header. Running it
-/// first is safe because it leaves `Connection` holding only the tokens `forward` still needs
-/// (`upgrade` and the fixed hop-by-hop names) and so deletes nothing more later.
-pub fn strip_connection_listed(headers: &mut HeaderMap) {
-    let listed = connection_tokens(headers);
-    let mut kept = Vec::new();
-    for name in listed {
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            kept.push(name.as_str().to_owned());
-        } else {
-            headers.remove(&name);
-        }
-    }
-    headers.remove(header::CONNECTION);
-    if kept.is_empty() {
-        return;
-    }
-    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
-        headers.insert(header::CONNECTION, value);
-    }
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_tokens(headers) {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect()
-}
-
-fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
-}
-
-/// The protocol asked for by an HTTP/1.1 upgrade (`Connection: upgrade` + `Upgrade: x`).
-fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    if connection_tokens(headers).contains(&header::UPGRADE) {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
-}
-
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    // IPv4 clients on a dual-stack listener show up as ::ffff:a.b.c.d; upstreams expect a.b.c.d.
-    let ip = peer.ip().to_canonical().to_string();
-    let previous: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
-        .collect();
-    let value = if previous.is_empty() {
-        ip
-    } else {
-        format!("{}, {ip}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+/// A failed upstream request, from whichever HTTP version carried it.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error(transparent)]
+    Http1(#[from] http1_conns::Http1Error),
+    #[error(transparent)]
+    Http2(#[from] hyper_util::client::legacy::Error),
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
+use super::headers::X_FORWARDED_FOR;
 use super::*;
 use crate::echo::serve_echo;
 use crate::error::full;
 use crate::server::serve;
 use bytes::Bytes;
+use http::header::HeaderMap;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use serde_json::Value;
@@ -288,4 +290,22 @@ fn forwarded_for_uses_the_plain_ipv4_of_a_mapped_peer() {
     headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
     append_forwarded_for(&mut headers, "[::ffff:192.0.2.9]:5000".parse().unwrap());
     assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 192.0.2.9");
+}
+
+#[tokio::test]
+async fn http1_target_is_origin_form_under_the_base_path() {
+    let get = Method::GET;
+    let bare = Forwarder::new(&upstream("http://up:3000".into(), 1)).unwrap();
+    let uri = bare.origin_form(&"/a/b?c=d".parse().unwrap(), &get);
+    assert_eq!(uri.unwrap(), "/a/b?c=d");
+    let uri = bare.origin_form(&"*".parse().unwrap(), &Method::OPTIONS);
+    assert_eq!(uri.unwrap(), "*");
+    let based = Forwarder::new(&upstream("http://up:3000/api/".into(), 1)).unwrap();
+    let uri = based.origin_form(&"http://client/a?c".parse().unwrap(), &get);
+    assert_eq!(uri.unwrap(), "/api/a?c");
+    let uri = based.origin_form(&"client:443".parse().unwrap(), &Method::CONNECT);
+    assert_eq!(uri.unwrap(), "up:3000");
+    assert_eq!(based.default_host, "up:3000");
+    let tls = Forwarder::new(&upstream("https://up:443".into(), 1)).unwrap();
+    assert_eq!(tls.default_host, "up");
 }
