@@ -234,8 +234,15 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
+/// The proxy port, shared by one socket per worker (`SO_REUSEPORT`).
+async fn bind_proxy(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    claimgate::server::reuse_port::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+}
+
 async fn run(app: App) -> Result<(), String> {
-    let proxy = bind(app.config.listen, "listen").await?;
+    let proxy = bind_proxy(app.config.listen, "listen").await?;
     let admin = bind(app.config.admin.listen, "admin.listen").await?;
     let grpc = match app.grpc_listen() {
         Some(addr) => Some(bind(addr, "forward_auth.grpc_listen").await?),
@@ -255,7 +262,7 @@ async fn run_dev(
     admin_listen: Option<SocketAddr>,
 ) -> Result<(), String> {
     let listen = listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let proxy_listener = bind(listen, "--dev proxy").await?;
+    let proxy_listener = bind_proxy(listen, "--dev proxy").await?;
     let admin_listener = bind(
         admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
         "--dev admin",

@@ -2,6 +2,7 @@
 
 mod accept;
 mod idle;
+pub mod reuse_port;
 
 use crate::client_cert::ClientCert;
 

@@ -5,7 +5,7 @@ use crate::decision::Decider;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::drain::{Draining, Tunnels};
 use crate::forward::Forwarder;
-use crate::server::{Connections, ServerLimits};
+use crate::server::{reuse_port, Connections, ServerLimits};
 use crate::tls::Tls;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -35,8 +35,8 @@ impl Door {
     }
 }
 
-/// Thread per core: each worker is a single-threaded runtime with its own accept loop on the
-/// shared listening socket and its own upstream pool. A request then never hops threads, which
+/// Thread per core: each worker is a single-threaded runtime with its own listening socket on
+/// the proxy port (`SO_REUSEPORT`, see `server::reuse_port`) and its own upstream connections. A request then never hops threads, which
 /// under load costs less than tokio's work stealing (measured in benches/load.sh).
 pub(super) fn spawn_proxy_workers(
     current: Current,
@@ -98,7 +98,11 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        let listener = match TcpListener::from_std(listener) {
+        // Worker 0 keeps the socket bound at startup; the others add their own on its port.
+        let own = (index > 0)
+            .then(|| reuse_port::sibling(&listener))
+            .flatten();
+        let listener = match own.map_or_else(|| TcpListener::from_std(listener), Ok) {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::error!(error = %e, "cannot register the proxy listener");
