@@ -35,7 +35,9 @@ impl Decider {
         self.metrics
             .request_duration
             .observe(facts.started.elapsed().as_secs_f64());
-        if !self.access_log {
+        // Nothing to build when the line would be filtered out (`RUST_LOG=warn`, say).
+        if !self.access_log || !tracing::enabled!(target: "claimgate::access", tracing::Level::INFO)
+        {
             return None;
         }
         let identity = trail.session.as_ref().map(|s| &s.identity);

@@ -5,50 +5,82 @@
 //! protocol sniffing has seen a first byte, and HTTP/2 has no idle timeout at all. So the
 //! connection task counts the requests in progress and drops the connection once the count has
 //! stayed at zero for the whole limit.
+//!
+//! A request only touches two atomics: the connection task is not woken per request (that cost
+//! two wake-ups, a timer reset and a spurious poll of the connection per request under load).
+//! Its timer fires once per limit instead and then reads when the last request ended.
 
 use crate::error::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Shared by a connection's task and its service: the number of requests in progress.
+/// Shared by a connection's task and its service: the requests in progress, and when the last
+/// one ended.
 #[derive(Clone)]
-pub(super) struct Activity(watch::Sender<usize>);
+pub(super) struct Activity(Arc<State>);
+
+struct State {
+    in_flight: AtomicUsize,
+    /// Nanoseconds from `opened` to the end of the latest request (0: none yet).
+    last_end: AtomicU64,
+    opened: Instant,
+}
+
+impl State {
+    fn since_opened(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.opened).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// When the connection becomes idle for `limit`, or `None` while a request is in progress.
+    fn idle_deadline(&self, limit: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let idle_from = self.opened + Duration::from_nanos(self.last_end.load(Ordering::Acquire));
+        Some(idle_from + limit)
+    }
+}
 
 impl Activity {
     pub(super) fn new() -> Self {
-        Self(watch::Sender::new(0))
+        Self(Arc::new(State {
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            opened: Instant::now(),
+        }))
     }
 
     /// Marks a request as in progress until the returned guard is dropped.
     pub(super) fn start(&self) -> InFlight {
-        self.0.send_modify(|n| *n += 1);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.0.clone())
     }
 
     /// Drives `connection` to completion, or drops it once no request has been in progress for
     /// `limit`. Returns None when the connection was dropped for being idle.
     pub(super) async fn run<C: Future>(self, connection: C, limit: Duration) -> Option<C::Output> {
-        let mut busy = self.0.subscribe();
         tokio::pin!(connection);
         let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
         loop {
-            let idle = *busy.borrow_and_update() == 0;
             tokio::select! {
                 output = &mut connection => return Some(output),
-                // `self` keeps a sender alive, so this only fires on real changes.
-                _ = busy.changed() => {
-                    if *busy.borrow() == 0 {
-                        deadline.as_mut().reset(Instant::now() + limit);
+                () = &mut deadline => {
+                    let now = Instant::now();
+                    match self.0.idle_deadline(limit) {
+                        Some(at) if at <= now => return None,
+                        Some(at) => deadline.as_mut().reset(at),
+                        // Busy: the earliest the limit can run out is a whole limit from now.
+                        None => deadline.as_mut().reset(now + limit),
                     }
                 }
-                () = &mut deadline, if idle => return None,
             }
         }
     }
@@ -56,11 +88,15 @@ impl Activity {
 
 /// One request in progress; it ends when the response body is dropped (sent, or abandoned), or
 /// when the handler is dropped before answering.
-pub(super) struct InFlight(watch::Sender<usize>);
+pub(super) struct InFlight(Arc<State>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        // The end is recorded before the count drops, so a timer that sees no request in
+        // progress also sees when the last one ended.
+        let ended = self.0.since_opened(Instant::now());
+        self.0.last_end.fetch_max(ended, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
