@@ -29,6 +29,12 @@ type Slot = Option<(TokenDigest, Arc<Session>)>;
 
 struct Table {
     slots: Box<[Slot]>,
+    /// Per slot, the first 8 bytes of the last key the shared cache answered without a local
+    /// copy: a token is copied in only when it comes back while its mark is still there. With
+    /// many rotating tokens a copy would be made and dropped on nearly every request (several
+    /// allocations, and a per-user rendering lost with each copy); a hot token is copied on its
+    /// second shared hit. A mark shared by two keys only costs a copy, never a wrong answer.
+    seen: Box<[u64]>,
     /// `Session::local_heap_bytes` of what `slots` holds.
     bytes: usize,
 }
@@ -52,6 +58,7 @@ impl Front {
             .map(|_| Lane {
                 table: Mutex::new(Table {
                     slots: vec![None; SLOTS].into_boxed_slice(),
+                    seen: vec![0; SLOTS].into_boxed_slice(),
                     bytes: 0,
                 }),
                 hits: AtomicU64::new(0),
@@ -81,7 +88,7 @@ impl Front {
         &self.lanes[index % self.lanes.len()]
     }
 
-    fn slot(key: &TokenDigest) -> usize {
+    pub(super) fn slot(key: &TokenDigest) -> usize {
         // The key is a SHA-256: any two bytes of it are uniformly distributed.
         usize::from(u16::from_le_bytes([key[0], key[1]])) % SLOTS
     }
@@ -109,6 +116,25 @@ impl Front {
         table.bytes = table.bytes.saturating_sub(found.local_heap_bytes());
         table.slots[slot] = None;
         Lookup::Invalid
+    }
+
+    /// Whether a worker-local copy of `key` is worth making now: true when the shared cache
+    /// answered it recently on this worker already (see `Table::seen`), else marks it.
+    pub fn admit(&self, key: &TokenDigest) -> bool {
+        let lane = self.lane();
+        let Ok(mut table) = lane.table.try_lock() else {
+            return false;
+        };
+        let slot = Self::slot(key);
+        let mark = u64::from_le_bytes([
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+        ]);
+        if table.seen[slot] == mark {
+            table.seen[slot] = 0;
+            return true;
+        }
+        table.seen[slot] = mark;
+        false
     }
 
     /// Keeps `session` (already this worker's own) for this worker's next requests of `key`.
@@ -151,7 +177,8 @@ impl Front {
 
     /// What the lanes hold now (read when metrics are scraped).
     pub fn bytes(&self) -> usize {
-        let table = (SLOTS * std::mem::size_of::<Slot>()) * self.lanes.len();
+        let table =
+            (SLOTS * (std::mem::size_of::<Slot>() + std::mem::size_of::<u64>())) * self.lanes.len();
         table
             + self
                 .lanes

@@ -136,12 +136,12 @@ impl TokenCache {
             Some(session) if still_valid(&session.proof) => {
                 self.metrics.token_cache_hits.inc();
                 Some(match &shared.front {
-                    Some(front) => {
+                    Some(front) if front.admit(key) => {
                         let local = Arc::new(session.local_copy(&self.empty_claims));
                         front.put(*key, local.clone());
                         local
                     }
-                    None => session,
+                    _ => session,
                 })
             }
             Some(_) => {
