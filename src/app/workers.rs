@@ -36,8 +36,9 @@ impl Door {
 }
 
 /// Thread per core: each worker is a single-threaded runtime with its own listening socket on
-/// the proxy port (`SO_REUSEPORT`, see `server::reuse_port`) and its own upstream connections. A request then never hops threads, which
-/// under load costs less than tokio's work stealing (measured in benches/load.sh).
+/// the proxy port (`SO_REUSEPORT`, see `server::reuse_port`) and its own upstream connections.
+/// A request then never hops threads, which under load costs less than tokio's work stealing
+/// (measured in benches/load.sh).
 pub(super) fn spawn_proxy_workers(
     current: Current,
     listener: TcpListener,

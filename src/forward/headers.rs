@@ -22,6 +22,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Where `connection` sits in [`HOP_BY_HOP`].
+const CONNECTION_AT: usize = 0;
+
 /// Removes every header named in `Connection` and then the hop-by-hop headers themselves.
 ///
 /// The caller should run this before injecting identity headers: otherwise a client sending
@@ -61,14 +64,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             present[i] = true;
         }
     }
-    if present[0] {
+    if present[CONNECTION_AT] {
         // Names listed in `Connection` that the fixed list does not already remove.
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+        let listed: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
             .filter(|token| !HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(token)))
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
@@ -85,34 +83,31 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub(super) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+/// The trimmed comma-separated tokens of every `name` header (`Connection`, `TE`).
+fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
     headers
-        .get_all(header::CONNECTION)
-        .iter()
+        .get_all(name)
+        .into_iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+}
+
+pub(super) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+    list_tokens(headers, header::CONNECTION)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect()
 }
 
 pub(super) fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+    list_tokens(headers, header::TE).any(|token| token.eq_ignore_ascii_case("trailers"))
 }
 
 /// The protocol asked for by an HTTP/1.1 upgrade (`Connection: upgrade` + `Upgrade: x`).
 pub(super) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     // Header names compare case-insensitively; no `HeaderName` needs building for the check.
-    let asked = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let asked =
+        list_tokens(headers, header::CONNECTION).any(|token| token.eq_ignore_ascii_case("upgrade"));
     asked
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
