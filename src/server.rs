@@ -114,10 +114,6 @@ pub async fn serve_tls<F, Fut>(
     tokio::pin!(shutdown);
 
     loop {
-        let waited = tokio::select! {
-            permit = connections.wait_for_slot() => permit,
-            () = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -135,6 +131,12 @@ pub async fn serve_tls<F, Fut>(
                     () = &mut shutdown => break,
                 }
             }
+        };
+        // After the accept, not before: with a listening socket per worker, a worker holding a
+        // slot while it waits for a connection would starve the worker the kernel hands it to.
+        let waited = tokio::select! {
+            permit = connections.wait_for_slot() => permit,
+            () = &mut shutdown => break,
         };
         // Dropping the stream closes it: the client learns at once instead of timing out.
         let Some(slot) = connections.admit(waited, local, peer) else {

@@ -118,8 +118,9 @@ impl Connections {
         )
     }
 
-    /// With `wait`, resolves once a slot is free, so that the next connection is only accepted
-    /// then: until that moment it waits in the kernel's backlog.
+    /// With `wait`, resolves once a slot is free. A worker waiting here serves the connection it
+    /// has just accepted only then, and accepts no other meanwhile: the next ones wait in the
+    /// kernel's backlog.
     pub(super) async fn wait_for_slot(&self) -> Option<OwnedSemaphorePermit> {
         match &self.slots {
             Some(slots) if !self.refuse => slots.clone().acquire_owned().await.ok(),
