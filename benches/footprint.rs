@@ -12,7 +12,7 @@ use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField, TokenCacheC
 use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
-use claimgate::token_cache::{digest, Session, TokenCache};
+use claimgate::token_cache::{digest, Prerendered, Session, TokenCache};
 use claimgate::userdata::{
     doc_to_json, record_heap, Fetched, RecordCache, UserRecord, ENTRY_OVERHEAD,
 };
@@ -84,13 +84,14 @@ fn main() {
     println!("| kept per token or per user | bytes |");
     println!("| --- | ---: |");
     let empty_claims: Arc<serde_json::Map<String, serde_json::Value>> = Arc::default();
-    // As `Decider::session` builds it: token-only headers rendered, then what no later request
-    // reads dropped.
-    let session = |v: &claimgate::verify::Verified, keep_mapped_data: bool| {
+    // As `Decider::session` builds it. Without user data: token-only headers rendered, then what
+    // no later request reads dropped. With user data the user header needs the document, so the
+    // session keeps the mapped fields (and `iat`, for `tokens_valid_after`) instead.
+    let session = |v: &claimgate::verify::Verified, with_user_data: bool| {
         let mut identity = Identity {
             id: v.user_id.clone(),
             provider: provider.clone(),
-            data: mapping.map(&v.claims).expect("maps"),
+            data: Arc::new(mapping.map(&v.claims).expect("maps")),
             token: empty_claims.clone(),
         };
         let ctx = Context {
@@ -99,14 +100,16 @@ fn main() {
             permissions: None,
             request: None,
         };
-        let rendered = default_plan.render(&ctx).expect("renders");
-        if !keep_mapped_data {
-            identity.data = serde_json::Map::new();
+        if with_user_data {
+            let iat = v.claims.get("iat").and_then(serde_json::Value::as_f64);
+            return Arc::new(Session::new(v.proof.clone(), identity, None, iat, None));
         }
+        let rendered = default_plan.render(&ctx).expect("renders");
+        identity.data = empty_claims.clone();
         Arc::new(Session::new(
             v.proof.clone(),
             identity,
-            Some(rendered),
+            Prerendered::pack(&rendered, default_plan.names()),
             None,
             None,
         ))
@@ -117,7 +120,7 @@ fn main() {
     );
     drop(lean);
     let (sessions, session_bytes) = per_entry(
-        "token: session that keeps its 2 mapped fields (user header rendered per user document)",
+        "token: session with user data (2 mapped fields and iat kept; headers rendered per user document)",
         || {
             verified
                 .iter()
@@ -126,7 +129,7 @@ fn main() {
         },
     );
     let (token_cache, token_cache_bytes) = per_entry(
-        "token: verified-token cache entry (moka, SHA-256 key, expiry at exp, weigher)",
+        "token: verified-token cache entry (quick_cache slot, SHA-256 key, weigher)",
         || {
             let config = TokenCacheConfig {
                 enabled: true,
@@ -170,7 +173,7 @@ fn main() {
         },
     );
     let (user_cache, user_cache_bytes) = per_entry(
-        "user: user data cache entry (moka by user id, weighed; _id → user id index for deletes)",
+        "user: user data cache entry (quick_cache by user id, weighed; _id → user id index for deletes)",
         || {
             let cache = RecordCache::new(u64::MAX, None, Duration::from_secs(300));
             for (i, record) in records.iter().enumerate() {

@@ -228,7 +228,7 @@ fn bench_request_parts(c: &mut Criterion) {
     let identity = Identity {
         id: verified.user_id.clone(),
         provider: Arc::from("bench"),
-        data: mapping.map(&claims).expect("maps"),
+        data: Arc::new(mapping.map(&claims).expect("maps")),
         token: claims.clone(),
     };
     let ctx = Context {
@@ -307,7 +307,7 @@ fn bench_rules(c: &mut Criterion) {
     let identity = Identity {
         id: "ann".into(),
         provider: Arc::from("bench"),
-        data: Map::new(),
+        data: Arc::default(),
         token: Arc::default(),
     };
     let document = json!({"user_id": "ann", "roles": ["reader", "admin"], "canRead": true,

@@ -84,7 +84,7 @@ pub struct Identity {
     pub id: String,
     pub provider: Arc<str>,
     /// The mapped metadata fields (`%%user.data`).
-    pub data: Map<String, Value>,
+    pub data: Arc<Map<String, Value>>,
     /// All verified claims (`%%token`).
     pub token: Arc<Map<String, Value>>,
 }

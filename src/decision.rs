@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::revocation::Revocation;
 use crate::telemetry::{traced, Telemetry};
-use crate::token_cache::{digest, Session, TokenCache, TokenDigest};
+use crate::token_cache::{digest, Prerendered, Session, TokenCache, TokenDigest};
 use crate::userdata::UserData;
 use crate::userinfo::Userinfo;
 use crate::verify::Verifier;
@@ -92,13 +92,15 @@ pub enum IdentityHeaders {
 }
 
 impl IdentityHeaders {
-    pub fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
-        let rendered: &[(HeaderName, HeaderValue)] = match self {
-            IdentityHeaders::Anonymous => &[],
-            IdentityHeaders::PerToken(session) => session.rendered.get().map_or(&[], |r| r),
-            IdentityHeaders::PerRequest(rendered) => rendered,
+    /// The headers, each value a shared `Bytes` (a reference count, not a copy).
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, HeaderValue)> {
+        let (packed, rendered): (_, &[(HeaderName, HeaderValue)]) = match self {
+            IdentityHeaders::Anonymous => (None, &[]),
+            IdentityHeaders::PerToken(session) => (session.prerendered(), &[]),
+            IdentityHeaders::PerRequest(rendered) => (None, rendered),
         };
-        rendered.iter()
+        let packed = packed.into_iter().flat_map(Prerendered::iter);
+        packed.chain(rendered.iter().map(|(name, value)| (name, value.clone())))
     }
 }
 
@@ -277,7 +279,7 @@ impl Decider {
                     t,
                     "revocation",
                     revoked,
-                    |_| json!({"iat": session.iat, "tokens_valid_after": valid_after}),
+                    |_| json!({"iat": session.iat(), "tokens_valid_after": valid_after}),
                 )?;
             }
             match rule {
@@ -297,7 +299,7 @@ impl Decider {
         }
 
         // Identity headers.
-        let identity = if session.rendered.get().is_some() {
+        let identity = if session.prerendered().is_some() {
             IdentityHeaders::PerToken(session.clone())
         } else if self.headers.needs_request {
             let rendered = self.headers.render(&ctx);

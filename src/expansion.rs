@@ -124,7 +124,9 @@ impl Expansion {
             Expansion::UserProvider => {
                 Some(Cow::Owned(Value::String(ctx.identity.provider.to_string())))
             }
-            Expansion::UserData(None) => Some(Cow::Owned(Value::Object(ctx.identity.data.clone()))),
+            Expansion::UserData(None) => {
+                Some(Cow::Owned(Value::Object((*ctx.identity.data).clone())))
+            }
             Expansion::UserData(Some(p)) => p.get_in(&ctx.identity.data).map(Cow::Borrowed),
             Expansion::Token(None) => {
                 Some(Cow::Owned(Value::Object((*ctx.identity.token).clone())))

@@ -9,6 +9,7 @@ use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
+use std::sync::Arc;
 
 struct Mapping {
     name: HeaderName,
@@ -22,6 +23,8 @@ struct Mapping {
 pub struct HeaderPlan {
     mappings: Vec<Mapping>,
     user_header: Option<HeaderName>,
+    /// Every name `render` may emit, in its order: what a packed rendering refers to.
+    names: Arc<[HeaderName]>,
     /// Every header a client must never be able to supply itself.
     strip: Vec<HeaderName>,
     pub pass_authorization: bool,
@@ -91,6 +94,7 @@ impl HeaderPlan {
         };
         let mut strip: Vec<HeaderName> = mappings.iter().map(|m| m.name.clone()).collect();
         strip.extend(user_header.clone());
+        let names = Arc::from(strip.as_slice());
         strip.dedup();
         let needs_user_data = user_data
             && (user_header.is_some() || mappings.iter().any(|m| m.expansion.needs_user_data()));
@@ -103,6 +107,7 @@ impl HeaderPlan {
         Ok(Self {
             mappings,
             user_header,
+            names,
             strip,
             pass_authorization: forward.pass_authorization,
             needs_claims,
@@ -120,7 +125,7 @@ impl HeaderPlan {
         let mut doc = serde_json::json!({
             "id": ctx.identity.id,
             "provider": &*ctx.identity.provider,
-            "data": ctx.identity.data,
+            "data": &*ctx.identity.data,
         });
         if let (Some(limit), Some(custom), Value::Object(map)) =
             (self.custom_data_limit, ctx.custom_data, &mut doc)
@@ -177,6 +182,11 @@ impl HeaderPlan {
                     .iter()
                     .any(|managed| same_variable(managed, name))
             })
+    }
+
+    /// The names of the headers this plan renders, shared by every token's packed rendering.
+    pub fn names(&self) -> &Arc<[HeaderName]> {
+        &self.names
     }
 
     pub fn render(&self, ctx: &Context<'_>) -> Result<Rendered, Reject> {

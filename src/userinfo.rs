@@ -74,7 +74,7 @@ impl Userinfo {
             "provider".into(),
             Value::String(ctx.identity.provider.to_string()),
         );
-        doc.insert("data".into(), Value::Object(ctx.identity.data.clone()));
+        doc.insert("data".into(), Value::Object((*ctx.identity.data).clone()));
         for (name, expansion) in &self.properties {
             if let Some(value) = expansion.resolve(ctx) {
                 doc.insert(name.clone(), value.into_owned());
@@ -102,10 +102,12 @@ mod tests {
         Identity {
             id: "u1".into(),
             provider: Arc::from("corp"),
-            data: json!({"email": "ann@example.com"})
-                .as_object()
-                .cloned()
-                .unwrap(),
+            data: Arc::new(
+                json!({"email": "ann@example.com"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
             token: Arc::new(json!({"sub": "u1"}).as_object().cloned().unwrap()),
         }
     }

@@ -307,7 +307,7 @@ proptest! {
         let identity = Identity {
             id,
             provider: Arc::from("p"),
-            data,
+            data: Arc::new(data),
             token: Arc::new(token),
         };
         let custom = json!({"x": custom});

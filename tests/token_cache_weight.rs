@@ -8,7 +8,7 @@ use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
 use claimgate::jwks::{Alg, VerifyKey};
 use claimgate::metrics::Metrics;
-use claimgate::token_cache::{digest, Session, TokenCache};
+use claimgate::token_cache::{digest, Prerendered, Session, TokenCache};
 use claimgate::userdata::UserRecord;
 use claimgate::verify::{now_seconds, Proof};
 use prometheus_client::metrics::counter::Counter;
@@ -69,7 +69,10 @@ fn session(f: &Fixture, shape: &Shape, i: usize) -> Arc<Session> {
     let identity = Identity {
         id,
         provider: f.provider.clone(),
-        data: shape.data.as_ref().map(object).unwrap_or_default(),
+        data: match &shape.data {
+            Some(data) => Arc::new(object(data)),
+            None => f.empty.clone(),
+        },
         token: if shape.claims {
             Arc::new(object(&claims))
         } else {
@@ -84,10 +87,12 @@ fn session(f: &Fixture, shape: &Shape, i: usize) -> Arc<Session> {
             request: None,
         };
         let rendered = f.plan.render(&ctx).unwrap();
-        for (_, value) in &rendered {
-            drop(value.clone());
+        let packed = Prerendered::pack(&rendered, f.plan.names()).unwrap();
+        // Forwarding a request slices the buffer, which allocates its shared count once.
+        for (_, value) in packed.iter() {
+            drop(value);
         }
-        rendered
+        packed
     });
     let proof = Proof {
         provider: 0,

@@ -6,7 +6,7 @@ use crate::claims::Identity;
 use crate::error::Reject;
 use crate::expansion::Context;
 use crate::explain::{note, step, Trace};
-use crate::token_cache::{Session, TokenDigest};
+use crate::token_cache::{Prerendered, Session, TokenDigest};
 use crate::userdata::{UserData, UserRecord};
 use crate::verify::now_seconds;
 use serde_json::{json, Value};
@@ -45,13 +45,13 @@ impl Decider {
         record: Option<&UserRecord>,
     ) -> Result<(), Reject> {
         if let Some(after) = record.and_then(|r| r.tokens_valid_after) {
-            if !session.iat.is_some_and(|iat| iat >= after) {
+            if !session.iat().is_some_and(|iat| iat >= after) {
                 self.metrics.revocation.refused_valid_after.inc();
                 return Err(Reject::TokenRevoked);
             }
         }
         match &self.revocation {
-            Some(list) => list.check(session.jti.as_deref()),
+            Some(list) => list.check(session.jti()),
             None => Ok(()),
         }
     }
@@ -80,10 +80,13 @@ impl Decider {
         let data = self.mappings[verified.proof.provider].map(&verified.claims);
         let data = step(trace, "metadata", data, |_| Value::Null)?;
         note(trace, |t| t.metadata = Some(data.clone()));
+        // `iat` is read only by `tokens_valid_after` (a user data field) and shown beside the
+        // revocation list; a session keeps it only when one of them is configured.
         let iat = verified
             .claims
             .get("iat")
-            .and_then(serde_json::Value::as_f64);
+            .and_then(serde_json::Value::as_f64)
+            .filter(|_| self.user_data.is_some() || self.revocation.is_some());
         let jti = match &self.revocation {
             Some(_) => verified
                 .claims
@@ -95,7 +98,7 @@ impl Decider {
         let mut identity = Identity {
             id: verified.user_id,
             provider: provider.name.clone(),
-            data,
+            data: Arc::new(data),
             token: verified.claims,
         };
         // Headers that depend on the token alone are rendered once, while the claims are here.
@@ -106,15 +109,16 @@ impl Decider {
                 permissions: None,
                 request: None,
             };
-            Some(self.headers.render(&ctx)?)
+            let rendered = self.headers.render(&ctx)?;
+            Prerendered::pack(&rendered, self.headers.names())
         } else {
             None
         };
         if !self.keep_claims {
-            identity.token = self.token_cache.empty_claims();
+            identity.token = self.token_cache.empty_map();
         }
         if !self.keep_mapped_data {
-            identity.data = serde_json::Map::new();
+            identity.data = self.token_cache.empty_map();
         }
         let session = Arc::new(Session::new(verified.proof, identity, rendered, iat, jti));
         if !traced {

@@ -298,7 +298,7 @@ fn headers_of(http: &HttpRequest) -> Result<HeaderMap, Reject> {
 fn allowed(identity: &IdentityHeaders, client_copies: Vec<String>) -> CheckResponse {
     let headers: Vec<HeaderValueOption> = identity
         .iter()
-        .map(|(name, value)| overwrite(name, value))
+        .map(|(name, value)| overwrite(name, &value))
         .collect();
     let headers_to_remove = client_copies
         .into_iter()

@@ -137,7 +137,7 @@ fn allowed(identity: &IdentityHeaders) -> Response<Body> {
     let mut response = Response::new(full(""));
     let headers = response.headers_mut();
     for (name, value) in identity.iter() {
-        headers.insert(name.clone(), value.clone());
+        headers.insert(name.clone(), value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response

@@ -43,7 +43,7 @@ pub async fn handle(
         Ok(Decision::Allow(allow)) => {
             let headers = req.headers_mut();
             for (name, value) in allow.identity.iter() {
-                headers.insert(name.clone(), value.clone());
+                headers.insert(name.clone(), value);
             }
             let mut uri = allow.uri.unwrap_or_else(|| req.uri().clone());
             // Every forwarded request, anonymous ones included, obeys `pass_authorization`.

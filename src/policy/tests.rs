@@ -40,7 +40,7 @@ fn identity() -> Identity {
     Identity {
         id: "u1".into(),
         provider: Arc::from("corp"),
-        data: serde_json::Map::new(),
+        data: Arc::default(),
         token: Arc::new(serde_json::Map::new()),
     }
 }

@@ -1,66 +1,90 @@
 //! What a verified token leaves behind for its later requests, and the worker-local copy the
 //! per-worker front serves.
 
+pub use super::prerendered::Prerendered;
 use super::weight;
 use crate::claims::Identity;
 use crate::headers::Rendered;
 use crate::userdata::UserRecord;
 use crate::verify::Proof;
-use http::{HeaderName, HeaderValue};
 use std::sync::{Arc, Mutex, Weak};
 
 /// What a verified token yields; shared by every request that presents the same token.
+/// Kept small: a cache holds hundreds of thousands of these.
 #[derive(Debug)]
 pub struct Session {
     pub proof: Proof,
     /// `identity.token` and `identity.data` are empty unless something reads them per request
     /// (see `Decider::keep_claims` and `Decider::keep_mapped_data`): they are most of a session's
-    /// size. An empty `token` is the cache's one shared empty map, not an allocation per session.
+    /// size. Empty ones are the cache's shared empty maps, not an allocation per session.
     pub identity: Identity,
-    /// Identity headers rendered once, when they depend only on the token.
-    pub rendered: Prerendered,
-    /// Identity headers that also depend on the user's document, with the document version
-    /// (record) they were rendered from; reused while the user data cache hands out that record.
-    /// A `Weak` so that a session never keeps an evicted document alive: it pins only the
-    /// record's allocation, so the pointer cannot be reused by a newer record either.
-    memo: Mutex<Option<(Weak<UserRecord>, Arc<Rendered>)>>,
-    /// `iat` and `jti`, kept for the revocation checks, which run on every request (a cached
-    /// verification must not outlive a revocation). `jti` only when a revocation list is set.
-    pub iat: Option<f64>,
-    pub jti: Option<Box<str>>,
+    headers: Headers,
+    /// Only when a revocation check may read them (user data or a revocation list configured).
+    revocable: Option<Box<Revocable>>,
 }
 
-/// Headers rendered from the token alone, in exactly as many bytes as they hold.
-#[derive(Debug, Default)]
-pub struct Prerendered(Option<Box<[(HeaderName, HeaderValue)]>>);
+#[derive(Debug)]
+enum Headers {
+    /// Rendered once, from the token alone.
+    Token(Prerendered),
+    /// Headers that also depend on the user's document, with the document version (record)
+    /// they were rendered from; reused while the user data cache hands out that record. A
+    /// `Weak` so that a session never keeps an evicted document alive: it pins only the
+    /// record's allocation, so the pointer cannot be reused by a newer record either.
+    PerUser(Mutex<Option<(Weak<UserRecord>, Arc<Rendered>)>>),
+}
 
-impl Prerendered {
-    pub fn get(&self) -> Option<&[(HeaderName, HeaderValue)]> {
-        self.0.as_deref()
-    }
+/// `iat` and `jti`, for the revocation checks, which run on every request (a cached
+/// verification must not outlive a revocation).
+#[derive(Debug, Clone)]
+struct Revocable {
+    iat: Option<f64>,
+    jti: Option<Box<str>>,
 }
 
 impl Session {
     pub fn new(
         proof: Proof,
         identity: Identity,
-        rendered: Option<Rendered>,
+        rendered: Option<Prerendered>,
         iat: Option<f64>,
         jti: Option<Box<str>>,
     ) -> Self {
+        let headers = match rendered {
+            Some(packed) => Headers::Token(packed),
+            None => Headers::PerUser(Mutex::new(None)),
+        };
+        let revocable = (iat.is_some() || jti.is_some()).then(|| Box::new(Revocable { iat, jti }));
         Self {
             proof,
             identity,
-            rendered: Prerendered(rendered.map(Vec::into_boxed_slice)),
-            memo: Mutex::new(None),
-            iat,
-            jti,
+            headers,
+            revocable,
         }
+    }
+
+    /// The headers rendered from the token alone, when they depend on nothing else.
+    pub fn prerendered(&self) -> Option<&Prerendered> {
+        match &self.headers {
+            Headers::Token(packed) => Some(packed),
+            Headers::PerUser(_) => None,
+        }
+    }
+
+    pub fn iat(&self) -> Option<f64> {
+        self.revocable.as_ref().and_then(|r| r.iat)
+    }
+
+    pub fn jti(&self) -> Option<&str> {
+        self.revocable.as_ref().and_then(|r| r.jti.as_deref())
     }
 
     /// The headers rendered for exactly this user record, if this session has them.
     pub fn rendered_for(&self, record: &Arc<UserRecord>) -> Option<Arc<Rendered>> {
-        let guard = self.memo.lock().ok()?;
+        let Headers::PerUser(memo) = &self.headers else {
+            return None;
+        };
+        let guard = memo.lock().ok()?;
         let (for_record, rendered) = guard.as_ref()?;
         std::ptr::eq(for_record.as_ptr(), Arc::as_ptr(record)).then(|| rendered.clone())
     }
@@ -68,67 +92,60 @@ impl Session {
     /// Keeps a per-user rendering for the next request of this token, unless it is larger than
     /// the allowance its cache entry was weighed with (then it is rendered per request).
     pub fn remember_rendered(&self, record: &Arc<UserRecord>, rendered: Arc<Rendered>) {
+        let Headers::PerUser(memo) = &self.headers else {
+            return;
+        };
         if weight::memo_bytes(&rendered) > weight::MEMO_MAX_BYTES {
             return;
         }
-        if let Ok(mut guard) = self.memo.lock() {
+        if let Ok(mut guard) = memo.lock() {
             *guard = Some((Arc::downgrade(record), rendered));
         }
     }
 
     pub(super) fn memo_bytes(&self) -> usize {
-        self.memo
-            .lock()
+        let Headers::PerUser(memo) = &self.headers else {
+            return 0;
+        };
+        memo.lock()
             .ok()
             .and_then(|g| g.as_ref().map(|(_, r)| weight::memo_bytes(r)))
             .unwrap_or(0)
     }
 
+    pub(super) fn revocable_bytes(&self) -> usize {
+        self.revocable.as_ref().map_or(0, |r| {
+            std::mem::size_of::<Revocable>() + r.jti.as_ref().map_or(0, |j| j.len())
+        })
+    }
+
     /// A copy sharing no reference count with `self`: a worker's front hands it out on every
     /// hit, so the `Arc`, `Bytes` and `HeaderName` counts it bumps live in memory only that
-    /// worker writes. Only the verification key (read, never counted per request) is shared.
-    pub(super) fn local_copy(
-        &self,
-        empty_claims: &Arc<serde_json::Map<String, serde_json::Value>>,
-    ) -> Self {
-        let token = if self.identity.token.is_empty() {
-            empty_claims.clone()
-        } else {
-            Arc::new((*self.identity.token).clone())
+    /// worker writes. Only the verification key (read, never counted per request) and the
+    /// shared empty maps are shared.
+    pub(super) fn local_copy(&self) -> Self {
+        let map = |m: &Arc<serde_json::Map<String, serde_json::Value>>| {
+            if m.is_empty() {
+                m.clone()
+            } else {
+                Arc::new((**m).clone())
+            }
         };
         let identity = Identity {
             id: self.identity.id.clone(),
             provider: Arc::from(&*self.identity.provider),
-            data: self.identity.data.clone(),
-            token,
+            data: map(&self.identity.data),
+            token: map(&self.identity.token),
         };
-        let rendered = self.rendered.get().map(|headers| {
-            headers
-                .iter()
-                .map(|(name, value)| (local_name(name), local_value(value)))
-                .collect()
-        });
+        let headers = match &self.headers {
+            Headers::Token(packed) => Headers::Token(packed.local_copy()),
+            Headers::PerUser(_) => Headers::PerUser(Mutex::new(None)),
+        };
         Self {
             proof: self.proof.clone(),
             identity,
-            rendered: Prerendered(rendered),
-            memo: Mutex::new(None),
-            iat: self.iat,
-            jti: self.jti.clone(),
+            headers,
+            revocable: self.revocable.clone(),
         }
-    }
-}
-
-fn local_name(name: &HeaderName) -> HeaderName {
-    HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone())
-}
-
-fn local_value(value: &HeaderValue) -> HeaderValue {
-    match HeaderValue::from_bytes(value.as_bytes()) {
-        Ok(mut copy) => {
-            copy.set_sensitive(value.is_sensitive());
-            copy
-        }
-        Err(_) => value.clone(),
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::claims::Identity;
 use crate::jwks::{Alg, VerifyKey};
+use crate::verify::now_seconds;
 use http::{HeaderName, HeaderValue};
 
 fn session(cache: &TokenCache) -> Arc<Session> {
@@ -12,17 +13,16 @@ fn session(cache: &TokenCache) -> Arc<Session> {
     let identity = Identity {
         id: "ann".into(),
         provider: Arc::from("corp"),
-        data: Map::new(),
-        token: cache.empty_claims(),
+        data: cache.empty_map(),
+        token: cache.empty_map(),
     };
-    let rendered = vec![(
-        HeaderName::from_static("x-user-id"),
-        HeaderValue::from_static("ann"),
-    )];
+    let name = HeaderName::from_static("x-user-id");
+    let rendered = [(name.clone(), HeaderValue::from_static("ann"))];
+    let names: Arc<[HeaderName]> = Arc::from([name]);
     Arc::new(Session::new(
         proof,
         identity,
-        Some(rendered),
+        Prerendered::pack(&rendered, &names),
         Some(1.0),
         None,
     ))
@@ -49,9 +49,14 @@ fn a_worker_serves_repeats_from_its_own_copy() {
             assert!(Arc::ptr_eq(&shared, &original));
             let copy = cache.get(&key, |_| true).unwrap();
             assert!(!Arc::ptr_eq(&copy, &original));
-            assert_eq!(copy.rendered.get(), original.rendered.get());
+            let headers = |s: &Session| -> Vec<(HeaderName, HeaderValue)> {
+                let packed = s.prerendered().unwrap();
+                packed.iter().map(|(n, v)| (n.clone(), v)).collect()
+            };
+            assert_eq!(headers(&copy), headers(&original));
+            assert_eq!(headers(&copy)[0].1, "ann");
             assert_eq!(copy.identity.id, "ann");
-            assert_eq!(copy.iat, Some(1.0));
+            assert_eq!(copy.iat(), Some(1.0));
             let again = cache.get(&key, |_| true).unwrap();
             assert!(Arc::ptr_eq(&copy, &again));
         });

@@ -7,12 +7,12 @@ use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use std::mem::size_of;
 
-/// The moka cache's own heap per entry (key copies, entry info, deque and timer-wheel nodes, its
-/// share of the frequency sketch), on top of the session. Measured with the counting allocator
-/// of `benches/footprint.rs` (row "token: verified-token cache entry"): live heap after inserting
-/// 20 000 already built sessions into a `TokenCache` (weigher and expiry at `exp` as configured
-/// here), divided by 20 000: 291 B. Without the per-entry expiry it would be about 41 B less.
-pub const MOKA_ENTRY_BYTES: usize = 291;
+/// The shared cache's own heap per entry (its slab slot with the key and the session pointer, its
+/// hash-table slot, room for the ghost keys CLOCK-PRO remembers, and the slab's growth headroom),
+/// on top of the session. Measured with the counting allocator of `benches/footprint.rs` (row
+/// "token: verified-token cache entry"): live heap after inserting 20 000 already built sessions
+/// into a `TokenCache`, divided by 20 000; the slab grows by doubling, so this is near its worst.
+pub const CACHE_ENTRY_BYTES: usize = 116;
 
 /// The largest per-user rendering a session keeps (see `Session::remember_rendered`); a session
 /// that may keep one is weighed with this allowance from the start, since it is filled after
@@ -21,49 +21,51 @@ pub const MEMO_MAX_BYTES: usize = 1024;
 
 /// What a `Bytes` allocates when first cloned (its shared reference count; `bytes` 1.x
 /// `Shared`): the proxy clones every identity header value into each request it forwards.
-const BYTES_SHARED: usize = 3 * size_of::<usize>();
+pub(super) const BYTES_SHARED: usize = 3 * size_of::<usize>();
 
 /// An `Arc`'s strong and weak counts.
-const ARC_COUNTS: usize = 2 * size_of::<usize>();
+pub(super) const ARC_COUNTS: usize = 2 * size_of::<usize>();
 
 impl Session {
     /// The heap this session holds, its own allocation included; shared parts (the provider
-    /// name, the verification key, header names cloned from the compiled plan, the shared empty
-    /// claims map) are not counted.
+    /// name, the verification key, the compiled plan's header names, the shared empty maps)
+    /// are not counted.
     pub fn heap_bytes(&self) -> usize {
         let identity = &self.identity;
-        let token = if identity.token.is_empty() {
-            0
-        } else {
-            ARC_COUNTS + size_of::<Map<String, Value>>() + map_heap(&identity.token)
-        };
         ARC_COUNTS
             + size_of::<Session>()
             + identity.id.capacity()
-            + map_heap(&identity.data)
-            + token
-            + self.rendered.get().map_or(0, headers_heap)
-            + self.jti.as_ref().map_or(0, |j| j.len())
+            + kept_map_heap(&identity.data)
+            + kept_map_heap(&identity.token)
+            + self.prerendered().map_or(0, |p| p.heap_bytes())
+            + self.revocable_bytes()
             + self.memo_bytes()
     }
 
     /// What the moka cache is told: this session, the cache's own overhead, and the allowance
     /// for a per-user rendering kept later.
     pub fn entry_bytes(&self) -> usize {
-        let memo_allowance = if self.rendered.get().is_none() {
+        let memo_allowance = if self.prerendered().is_none() {
             MEMO_MAX_BYTES.saturating_sub(self.memo_bytes())
         } else {
             0
         };
-        MOKA_ENTRY_BYTES + self.heap_bytes() + memo_allowance
+        CACHE_ENTRY_BYTES + self.heap_bytes() + memo_allowance
     }
 
     /// [`Session::heap_bytes`] of a worker-local copy, whose header names are its own.
     pub fn local_heap_bytes(&self) -> usize {
-        let names = self.rendered.get().map_or(0, |r| {
-            r.iter().map(|(n, _)| n.as_str().len() + BYTES_SHARED).sum()
-        });
+        let names = self.prerendered().map_or(0, |p| p.names_heap_bytes());
         self.heap_bytes() + names + self.identity.provider.len() + ARC_COUNTS
+    }
+}
+
+/// A kept claims or data map: its `Arc` and contents, or nothing when it is the shared empty one.
+fn kept_map_heap(map: &Map<String, Value>) -> usize {
+    if map.is_empty() {
+        0
+    } else {
+        ARC_COUNTS + size_of::<Map<String, Value>>() + map_heap(map)
     }
 }
 
@@ -73,10 +75,6 @@ pub fn memo_bytes(rendered: &Rendered) -> usize {
         + size_of::<Rendered>()
         + rendered.capacity() * size_of::<(HeaderName, HeaderValue)>()
         + values_heap(rendered)
-}
-
-fn headers_heap(headers: &[(HeaderName, HeaderValue)]) -> usize {
-    std::mem::size_of_val(headers) + values_heap(headers)
 }
 
 fn values_heap(headers: &[(HeaderName, HeaderValue)]) -> usize {

@@ -6,13 +6,18 @@
 //!
 //! Bounded by `max_bytes`, each entry weighed by its real heap size (`weight.rs`), and optionally
 //! by `max_entries`. Delete events carry only the document `_id`, so a small index maps `_id`s to
-//! cached users; the eviction listener keeps it in step with the cache.
+//! cached users. Every change to the cache (insert, eviction, invalidation) happens under the
+//! flights lock, and each entry that leaves passes through `release`, which keeps the index and
+//! the bytes in step with the cache.
+//!
+//! The cache is a `quick_cache` (weighed CLOCK-PRO): a read takes a shard's read lock, with none
+//! of moka's read-side housekeeping, and an entry costs about half of moka's bookkeeping.
 
 use super::weight::record_heap;
 use super::{Unavailable, UserRecord};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use moka::notification::RemovalCause;
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -56,24 +61,48 @@ struct Flights {
     events: u64,
 }
 
-/// Heap bytes a cached user costs beyond its record and the strings of its keys: the moka entry
-/// (its key `Arc`, value entry, hash-table share and access-order node), the `Arc<Entry>`
+/// Heap bytes a cached user costs beyond its record and the strings of its keys: the cache's slab
+/// slot and hash-table share (with room for ghost keys and the slab's growth), the `Arc<Entry>`
 /// allocation and the `_id` index slot. Measured with the counting allocator of
-/// `benches/footprint.rs` (row "user: user data cache entries", 20 000 users, minus each entry's
-/// record and key strings): 382 bytes with moka 0.12.16.
-pub const ENTRY_OVERHEAD: usize = 382;
+/// `benches/footprint.rs` (row "user: user data cache entry", 20 000 users, minus each entry's
+/// record and key strings).
+pub const ENTRY_OVERHEAD: usize = 250;
 
 /// A document `_id` → the user it was cached for, and which entry (its address, compared only
 /// while the entry is alive) put it there, so a late eviction of an older entry cannot remove
 /// the mapping a newer one made.
 type DocIndex = HashMap<Box<str>, (Box<str>, usize)>;
 
+#[derive(Clone)]
+struct EntryWeight;
+
+impl Weighter<String, Arc<Entry>> for EntryWeight {
+    fn weight(&self, _user: &String, entry: &Arc<Entry>) -> u64 {
+        u64::from(entry.weight)
+    }
+}
+
+/// Collects what an insert evicts (or refuses: an entry heavier than a shard), for `release`.
+#[derive(Clone, Default)]
+struct Evicted;
+
+impl Lifecycle<String, Arc<Entry>> for Evicted {
+    type RequestState = Vec<Arc<Entry>>;
+
+    fn on_evict(&self, state: &mut Self::RequestState, _user: String, entry: Arc<Entry>) {
+        state.push(entry);
+    }
+}
+
+/// A typical cached user's weight, for the cache's first sizing (it grows as needed).
+const TYPICAL_ENTRY_BYTES: u64 = 1536;
+
 #[doc(hidden)]
 pub struct RecordCache {
-    entries: Cache<String, Arc<Entry>>,
-    by_doc_id: Arc<Mutex<DocIndex>>,
+    entries: Cache<String, Arc<Entry>, EntryWeight, DefaultHashBuilder, Evicted>,
+    by_doc_id: Mutex<DocIndex>,
     /// Real heap bytes of the cached entries, `ENTRY_OVERHEAD` included.
-    bytes: Arc<AtomicU64>,
+    bytes: AtomicU64,
     /// `max_bytes / max_entries`: the least an entry weighs (0 without `max_entries`).
     min_weight: u32,
     ttl: Duration,
@@ -92,34 +121,23 @@ const DOWN_HOLD: Duration = Duration::from_secs(1);
 
 impl RecordCache {
     pub fn new(max_bytes: u64, max_entries: Option<u64>, ttl: Duration) -> Self {
-        let by_doc_id: Arc<Mutex<DocIndex>> = Arc::default();
-        let bytes = Arc::new(AtomicU64::new(0));
-        let (index, counted) = (by_doc_id.clone(), bytes.clone());
-        // Every removal (eviction, invalidation, replacement) passes here, and only here is the
-        // index cleaned and the bytes given back.
-        let listener = move |_user: Arc<String>, entry: Arc<Entry>, _cause: RemovalCause| {
-            counted.fetch_sub(u64::from(entry.bytes), Ordering::AcqRel);
-            if let Some(doc_id) = &entry.doc_id {
-                let mut index = lock(&index);
-                if index
-                    .get(doc_id)
-                    .is_some_and(|(_, owner)| *owner == entry_address(&entry))
-                {
-                    index.remove(doc_id);
-                }
-            }
-        };
         let min_weight = max_entries.map_or(0, |n| {
             u32::try_from(max_bytes / n.max(1)).unwrap_or(u32::MAX)
         });
+        let typical = max_bytes / TYPICAL_ENTRY_BYTES.max(u64::from(min_weight));
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(usize::try_from(typical).unwrap_or(usize::MAX).max(1))
+            .weight_capacity(max_bytes)
+            .build();
+        let entries = match options {
+            Ok(options) => Cache::with_options(options, EntryWeight, Default::default(), Evicted),
+            // Only an unset field fails the builder, and both are set above.
+            Err(_) => Cache::with(1, max_bytes, EntryWeight, Default::default(), Evicted),
+        };
         Self {
-            entries: Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|_user: &String, entry: &Arc<Entry>| entry.weight)
-                .eviction_listener(listener)
-                .build(),
-            by_doc_id,
-            bytes,
+            entries,
+            by_doc_id: Mutex::default(),
+            bytes: AtomicU64::new(0),
             min_weight,
             ttl,
             generation: AtomicU64::new(0),
@@ -141,16 +159,14 @@ impl RecordCache {
     }
 
     pub fn len(&self) -> u64 {
-        // moka counts lazily; only misses and the admin side ask, so the flush is affordable.
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Heap bytes held by the cached users (as of the last `len`, which flushes evictions).
+    /// Heap bytes held by the cached users.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }
@@ -165,13 +181,37 @@ impl RecordCache {
         let entry = self.entry(user_id, fetched, generation);
         self.bytes
             .fetch_add(u64::from(entry.bytes), Ordering::AcqRel);
-        // Insert first: replacing an entry runs the listener, which may drop the old mapping of
-        // this same `_id`; the new mapping is made after it.
-        self.entries.insert(user_id.to_owned(), entry.clone());
+        // The entry it replaces leaves first, so that releasing it cannot drop the new mapping
+        // of this same `_id`.
+        if let Some((_, old)) = self.entries.remove(user_id) {
+            self.release(&old);
+        }
         if let Some(doc_id) = &entry.doc_id {
             lock(&self.by_doc_id).insert(doc_id.clone(), (user_id.into(), entry_address(&entry)));
         }
+        let mut evicted = Vec::new();
+        self.entries
+            .insert_with_lifecycle(user_id.to_owned(), entry.clone(), &mut evicted);
+        for gone in &evicted {
+            self.release(gone);
+        }
         entry
+    }
+
+    /// An entry left the cache (evicted, invalidated, replaced or refused): its bytes are given
+    /// back, and its `_id` mapping dropped unless a newer entry made it.
+    fn release(&self, entry: &Arc<Entry>) {
+        self.bytes
+            .fetch_sub(u64::from(entry.bytes), Ordering::AcqRel);
+        if let Some(doc_id) = &entry.doc_id {
+            let mut index = lock(&self.by_doc_id);
+            if index
+                .get(doc_id)
+                .is_some_and(|(_, owner)| *owner == entry_address(entry))
+            {
+                index.remove(doc_id);
+            }
+        }
     }
 
     fn entry(&self, user_id: &str, fetched: Fetched, generation: u64) -> Arc<Entry> {
@@ -253,13 +293,12 @@ impl RecordCache {
     pub fn invalidate(&self, user_ids: &[String], doc_id: Option<&str>) {
         let mut flights = self.lock_flights();
         flights.events += 1;
-        for user_id in user_ids {
-            self.entries.invalidate(user_id);
-        }
-        // Taken out of the index before invalidating: the listener locks the index too.
-        let owner = doc_id.and_then(|id| lock(&self.by_doc_id).remove(id));
-        if let Some((owner, _)) = owner {
-            self.entries.invalidate(&*owner);
+        let owner =
+            doc_id.and_then(|id| lock(&self.by_doc_id).get(id).map(|(user, _)| user.clone()));
+        for user_id in user_ids.iter().map(String::as_str).chain(owner.as_deref()) {
+            if let Some((_, gone)) = self.entries.remove(user_id) {
+                self.release(&gone);
+            }
         }
     }
 
@@ -298,7 +337,7 @@ impl RecordCache {
     }
 }
 
-/// Identifies an entry while it is alive (the listener holds it while comparing).
+/// Identifies an entry while it is alive (`release` holds it while comparing).
 fn entry_address(entry: &Arc<Entry>) -> usize {
     Arc::as_ptr(entry) as usize
 }

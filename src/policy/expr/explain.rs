@@ -94,7 +94,7 @@ mod tests {
         let identity = Identity {
             id: "u1".into(),
             provider: Arc::from("corp"),
-            data: serde_json::Map::new(),
+            data: Arc::default(),
             token: Arc::new(json!({"level": 3}).as_object().cloned().unwrap_or_default()),
         };
         let custom = json!({"roles": ["editor"]});

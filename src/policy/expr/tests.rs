@@ -10,10 +10,12 @@ fn identity() -> Identity {
     Identity {
         id: "u1".into(),
         provider: Arc::from("corp"),
-        data: json!({"email": "ann@example.com", "groups": ["eng", "ops"]})
-            .as_object()
-            .cloned()
-            .unwrap(),
+        data: Arc::new(
+            json!({"email": "ann@example.com", "groups": ["eng", "ops"]})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        ),
         token: Arc::new(
             json!({"sub": "u1", "level": 3, "org": {"team": {"name": "core"}}, "scope": "read"})
                 .as_object()
