@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod atlas_import;
+pub mod cache_sizing;
 pub mod claims;
 pub mod client_cert;
 pub mod config;

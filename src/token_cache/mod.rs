@@ -20,6 +20,7 @@ pub mod weight;
 pub use prerendered::Prerendered;
 pub use session::Session;
 
+use crate::cache_sizing;
 use crate::config::TokenCacheConfig;
 use crate::headers::Rendered;
 use crate::metrics::Metrics;
@@ -56,6 +57,10 @@ impl Weighter<TokenDigest, Arc<Session>> for EntryWeight {
 
 /// A typical entry's weight, for the cache's first sizing (it grows as needed).
 const TYPICAL_ENTRY_BYTES: u64 = 512;
+
+/// A slab slot of the shared cache (SHA-256 key, `Arc`, links) with its hash-table share: what
+/// a remembered ghost key costs.
+const SLOT_BYTES: u64 = 72;
 
 struct Shared {
     cache: Cache<TokenDigest, Arc<Session>, EntryWeight>,
@@ -96,9 +101,16 @@ impl TokenCache {
             let floor = config
                 .max_entries
                 .map_or(0, |n| capacity.div_ceil(n.max(1)));
-            let typical = usize::try_from(capacity / TYPICAL_ENTRY_BYTES.max(floor)).unwrap_or(0);
+            let (estimated, weight_capacity) =
+                cache_sizing::sizing(capacity, TYPICAL_ENTRY_BYTES.max(floor), SLOT_BYTES);
             Shared {
-                cache: Cache::with_weighter(typical.max(1), capacity, EntryWeight { floor }),
+                cache: Cache::with(
+                    estimated,
+                    weight_capacity,
+                    EntryWeight { floor },
+                    Default::default(),
+                    Default::default(),
+                ),
                 front: with_front.then(|| Front::new(lanes)),
             }
         });

@@ -15,9 +15,10 @@
 
 use super::weight::record_heap;
 use super::{Unavailable, UserRecord};
+use crate::cache_sizing;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use quick_cache::sync::Cache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -97,6 +98,10 @@ impl Lifecycle<String, Arc<Entry>> for Evicted {
 /// A typical cached user's weight, for the cache's first sizing (it grows as needed).
 const TYPICAL_ENTRY_BYTES: u64 = 1536;
 
+/// A slab slot (user id `String`, `Arc`, links) with its hash-table share: what a remembered
+/// ghost key costs.
+const SLOT_BYTES: u64 = 72;
+
 #[doc(hidden)]
 pub struct RecordCache {
     entries: Cache<String, Arc<Entry>, EntryWeight, DefaultHashBuilder, Evicted>,
@@ -124,16 +129,15 @@ impl RecordCache {
         let min_weight = max_entries.map_or(0, |n| {
             u32::try_from(max_bytes / n.max(1)).unwrap_or(u32::MAX)
         });
-        let typical = max_bytes / TYPICAL_ENTRY_BYTES.max(u64::from(min_weight));
-        let options = OptionsBuilder::new()
-            .estimated_items_capacity(usize::try_from(typical).unwrap_or(usize::MAX).max(1))
-            .weight_capacity(max_bytes)
-            .build();
-        let entries = match options {
-            Ok(options) => Cache::with_options(options, EntryWeight, Default::default(), Evicted),
-            // Only an unset field fails the builder, and both are set above.
-            Err(_) => Cache::with(1, max_bytes, EntryWeight, Default::default(), Evicted),
-        };
+        let typical = TYPICAL_ENTRY_BYTES.max(u64::from(min_weight));
+        let (estimated, weight_capacity) = cache_sizing::sizing(max_bytes, typical, SLOT_BYTES);
+        let entries = Cache::with(
+            estimated,
+            weight_capacity,
+            EntryWeight,
+            Default::default(),
+            Evicted,
+        );
         Self {
             entries,
             by_doc_id: Mutex::default(),
