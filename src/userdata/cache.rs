@@ -297,8 +297,7 @@ impl RecordCache {
     pub fn invalidate(&self, user_ids: &[String], doc_id: Option<&str>) {
         let mut flights = self.lock_flights();
         flights.events += 1;
-        let owner =
-            doc_id.and_then(|id| lock(&self.by_doc_id).get(id).map(|(user, _)| user.clone()));
+        let owner = doc_id.and_then(|id| lock(&self.by_doc_id).remove(id).map(|(user, _)| user));
         for user_id in user_ids.iter().map(String::as_str).chain(owner.as_deref()) {
             if let Some((_, gone)) = self.entries.remove(user_id) {
                 self.release(&gone);
