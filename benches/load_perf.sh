@@ -15,7 +15,7 @@ by_component() {
   awk '{ pct = $1; sub("%", "", pct); dso = $2; $1 = $2 = $3 = ""; sym = $0; c = "other user space"
     if (dso ~ /kernel/) c = "kernel"
     else if (dso ~ /libc/) c = (sym ~ /malloc|free|realloc/) ? "libc malloc/free" : "libc other"
-    else if (sym ~ /moka|crossbeam|quanta|tagptr/) c = "moka cache"
+    else if (sym ~ /quick_cache|moka|crossbeam|quanta|tagptr/) c = "caches (quick_cache, moka)"
     else if (sym ~ /aws_lc/) c = "aws-lc (RSA, SHA-256)"
     else if (sym ~ /hyper_util/) c = "hyper-util client pool"
     else if (sym ~ /hyper|httparse/) c = "hyper, httparse"

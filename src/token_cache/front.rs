@@ -1,6 +1,6 @@
 //! The per-worker front of the verified-token cache: a small direct-mapped table per worker
 //! thread, holding worker-local copies of sessions, so that a hit on a hot token writes only
-//! memory its own worker uses (no moka entry atomics, no shared `Arc` or `Bytes` counts).
+//! memory its own worker uses (no shared cache state, no shared `Arc` or `Bytes` counts).
 
 use super::{Session, TokenDigest};
 use std::cell::Cell;

@@ -101,3 +101,50 @@ impl Prerendered {
                 .sum::<usize>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Arc<[HeaderName]> {
+        Arc::from([
+            HeaderName::from_static("x-user-id"),
+            HeaderName::from_static("x-claimgate-user"),
+            HeaderName::from_static("x-user-email"),
+        ])
+    }
+
+    #[test]
+    fn headers_come_back_in_order_with_their_names_and_sensitivity() {
+        let names = names();
+        let mut secret = HeaderValue::from_static("eyJpZCI6ImFubiJ9");
+        secret.set_sensitive(true);
+        let rendered = [
+            (names[1].clone(), secret),
+            (names[0].clone(), HeaderValue::from_static("ann")),
+            // An empty value keeps its place.
+            (names[2].clone(), HeaderValue::from_static("")),
+        ];
+        let packed = Prerendered::pack(&rendered, &names).unwrap();
+        let back: Vec<(HeaderName, HeaderValue)> =
+            packed.iter().map(|(n, v)| (n.clone(), v)).collect();
+        assert_eq!(back, rendered);
+        assert!(back[0].1.is_sensitive() && !back[1].1.is_sensitive());
+        let copy = packed.local_copy();
+        let again: Vec<_> = copy.iter().map(|(n, v)| (n.clone(), v)).collect();
+        assert_eq!(again, rendered);
+        assert!(again[0].1.is_sensitive());
+    }
+
+    #[test]
+    fn what_cannot_be_packed_is_refused_not_cut() {
+        let names = names();
+        let stranger = [(
+            HeaderName::from_static("x-other"),
+            HeaderValue::from_static("v"),
+        )];
+        assert!(Prerendered::pack(&stranger, &names).is_none());
+        let long = HeaderValue::from_str(&"a".repeat(70_000)).unwrap();
+        assert!(Prerendered::pack(&[(names[0].clone(), long)], &names).is_none());
+    }
+}

@@ -42,7 +42,7 @@ impl Session {
             + self.memo_bytes()
     }
 
-    /// What the moka cache is told: this session, the cache's own overhead, and the allowance
+    /// What the shared cache is told: this session, the cache's own overhead, and the allowance
     /// for a per-user rendering kept later.
     pub fn entry_bytes(&self) -> usize {
         let memo_allowance = if self.prerendered().is_none() {

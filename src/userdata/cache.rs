@@ -220,7 +220,7 @@ impl RecordCache {
 
     fn entry(&self, user_id: &str, fetched: Fetched, generation: u64) -> Arc<Entry> {
         let doc_id: Option<Box<str>> = fetched.doc_id.map(String::into_boxed_str);
-        // The key is held twice (moka and the index), the `_id` twice (entry and index).
+        // The key is held twice (cache and index), the `_id` twice (entry and index).
         let keys = 2 * user_id.len() + 2 * doc_id.as_deref().map_or(0, str::len);
         let bytes = record_heap(&fetched.record) + keys + ENTRY_OVERHEAD;
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
