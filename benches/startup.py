@@ -61,8 +61,10 @@ def ready(port):
 
 
 def rss_mib(pid):
+    """VmRSS, and its anonymous and file-backed parts (pages of the binary), in MiB."""
     status = pathlib.Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    field = lambda name: int(re.search(rf"{name}:\s+(\d+)", status).group(1)) / 1024
+    return field("VmRSS"), field("RssAnon"), field("RssFile")
 
 
 def one_run(jwks_port, workdir):
@@ -95,7 +97,7 @@ def one_run(jwks_port, workdir):
         return (
             (Jwks.answered[0] - started) * 1000,
             (ready_at - Jwks.answered[0]) * 1000,
-            rss_mib(proc.pid),
+            *rss_mib(proc.pid),
         )
     finally:
         # SIGTERM would wait out the drain delay (shutdown.delay_seconds); nothing is in flight.
@@ -113,13 +115,15 @@ def main():
             rows.append(row)
             print(
                 f"run {run + 1}: spawn→JWKS answer {row[0]:.1f} ms, "
-                f"JWKS answer→ready {row[1]:.1f} ms, idle RSS {row[2]:.1f} MiB"
+                f"JWKS answer→ready {row[1]:.1f} ms, idle RSS {row[2]:.1f} MiB "
+                f"(anonymous {row[3]:.1f}, file {row[4]:.1f})"
             )
     server.shutdown()
     med = [statistics.median(col) for col in zip(*rows)]
     print(
         f"median of {RUNS}: spawn→JWKS answer {med[0]:.1f} ms, "
-        f"JWKS answer→ready {med[1]:.1f} ms, idle RSS {med[2]:.1f} MiB ({BINARY})"
+        f"JWKS answer→ready {med[1]:.1f} ms, idle RSS {med[2]:.1f} MiB "
+        f"(anonymous {med[3]:.1f}, file {med[4]:.1f}) ({BINARY})"
     )
 
 
