@@ -257,7 +257,7 @@ impl Decider {
         let ctx = Context {
             identity: &session.identity,
             custom_data: record.as_ref().and_then(|r| r.document.as_ref()),
-            permissions: record.as_ref().and_then(|r| r.permissions.as_ref()),
+            permissions: record.as_ref().and_then(|r| r.permissions.as_deref()),
             request: Some(RequestFacts {
                 method: req.method.as_str(),
                 path: &path,

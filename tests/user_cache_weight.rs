@@ -31,7 +31,7 @@ type Shape = fn(usize) -> Arc<UserRecord>;
 fn record(document: Option<Value>, permissions: Option<Value>) -> Arc<UserRecord> {
     Arc::new(UserRecord {
         document: document.map(compact),
-        permissions: permissions.map(compact),
+        permissions: permissions.map(|p| Box::new(compact(p))),
         blocked: false,
         expires_at: None,
         tokens_valid_after: None,

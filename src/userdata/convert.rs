@@ -80,7 +80,7 @@ impl Fields {
     /// long, and the cache weighs them by their exact heap size.
     pub(crate) fn record(&self, document: Option<Value>, permissions: Option<Value>) -> UserRecord {
         let document = document.map(compact);
-        let permissions = permissions.map(compact);
+        let permissions = permissions.map(|p| Box::new(compact(p)));
         let blocked = match (&document, &self.blocked) {
             (Some(doc), Some(field)) => json_path(doc, field) == Some(&Value::Bool(true)),
             _ => false,

@@ -46,7 +46,8 @@ pub struct UserRecord {
     /// The user's document as JSON (`None`: the user has no document).
     pub document: Option<serde_json::Value>,
     /// A JSON array, present only when `user_data.roles` is configured.
-    pub permissions: Option<serde_json::Value>,
+    /// Boxed: most deployments have no roles, and an inline `Value` costs every user 72 bytes.
+    pub permissions: Option<Box<serde_json::Value>>,
     pub blocked: bool,
     /// From `expiration_field`; kept as an instant because a record can stay cached for long.
     pub expires_at: Option<SystemTime>,

@@ -89,7 +89,10 @@ pub fn record_heap(record: &UserRecord) -> usize {
     2 * size_of::<usize>()
         + size_of::<UserRecord>()
         + record.document.as_ref().map_or(0, value_heap)
-        + record.permissions.as_ref().map_or(0, value_heap)
+        + record
+            .permissions
+            .as_ref()
+            .map_or(0, |p| size_of::<serde_json::Value>() + value_heap(p))
 }
 
 #[cfg(test)]

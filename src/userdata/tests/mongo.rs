@@ -223,9 +223,9 @@ async fn roles_resolve_to_permissions() {
         .unwrap();
     let r = Running::start(&t.config(json!({ "roles": { "collection": "roles" } }))).await;
     let w = r.data.lookup("w").await.unwrap();
-    assert_eq!(w.permissions, Some(json!(["read", "write"])));
+    assert_eq!(w.permissions.as_deref(), Some(&json!(["read", "write"])));
     let nobody = r.data.lookup("nobody").await.unwrap();
-    assert_eq!(nobody.permissions, Some(json!([])));
+    assert_eq!(nobody.permissions.as_deref(), Some(&json!([])));
 
     roles
         .update_one(
@@ -235,7 +235,7 @@ async fn roles_resolve_to_permissions() {
         .await
         .unwrap();
     r.eventually("w", |rec| {
-        rec.permissions == Some(json!(["read", "write", "list"]))
+        rec.permissions.as_deref() == Some(&json!(["read", "write", "list"]))
     })
     .await;
     r.stop().await;
