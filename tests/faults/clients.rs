@@ -37,6 +37,19 @@ async fn read_response(stream: &mut TcpStream) -> Option<u16> {
 
 const SECRET: &str = "a-test-secret-that-is-longer-than-32-bytes";
 
+/// Waits until `claimgate_connections_open` satisfies `done`, failing after `ANSWER_WITHIN`.
+async fn until_open(proxy: &Proxy, done: impl Fn(f64) -> bool, what: &str) {
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    loop {
+        let open = metric(&proxy.metrics().await, "claimgate_connections_open", &[]).unwrap_or(0.0);
+        if done(open) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{open} connections open: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn hmac_token() -> String {
     SigningKey::hs256(SECRET).sign(&Claims::new())
 }
@@ -52,18 +65,7 @@ async fn two_thousand_idle_connections_do_not_stop_service() {
     for _ in 0..IDLE {
         idle.push(TcpStream::connect(addr(&proxy)).await.unwrap());
     }
-    let deadline = Instant::now() + ANSWER_WITHIN;
-    loop {
-        let open = metric(&proxy.metrics().await, "claimgate_connections_open", &[]).unwrap_or(0.0);
-        if open >= IDLE as f64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {open} connections accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_open(&proxy, |open| open >= IDLE as f64, "not all accepted").await;
     let started = Instant::now();
     for _ in 0..20 {
         expect_echo(proxy.get_with_token("/", &hmac_token()).await).await;
@@ -74,18 +76,7 @@ async fn two_thousand_idle_connections_do_not_stop_service() {
         proxy.rss_kib().unwrap_or(0)
     );
     drop(idle);
-    let deadline = Instant::now() + ANSWER_WITHIN;
-    loop {
-        let open = metric(&proxy.metrics().await, "claimgate_connections_open", &[]).unwrap_or(0.0);
-        if open < 10.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} connections still counted open"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_open(&proxy, |open| open < 10.0, "still counted open").await;
 }
 
 /// Four connections that each completed a request, on a proxy with `max_connections: 4`.
@@ -176,5 +167,37 @@ async fn max_connections_refuse_closes_new_connections_at_once() {
         }
         assert!(Instant::now() < deadline, "no slot freed after a close");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Below the cap every connection is served at once, whichever worker's listening socket the
+/// kernel hands it to: a worker waiting for a free slot must not hold one back from the other
+/// worker. The cap is filled and emptied several times, since which socket gets a connection is
+/// the kernel's choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_wait_serves_every_connection_up_to_the_cap() {
+    let upstream = EchoUpstream::start().await;
+    let config = TestConfig::hmac(&upstream.url(), SECRET)
+        .set("/limits/max_connections", 4)
+        .set("/limits/on_max_connections", "wait");
+    let proxy = Proxy::start(&config).await;
+    for round in 1..=6 {
+        let mut held = Vec::new();
+        for i in 1..=4 {
+            let mut stream = TcpStream::connect(addr(&proxy)).await.unwrap();
+            let served = tokio::time::timeout(
+                Duration::from_secs(3),
+                request_on(&mut stream, &hmac_token()),
+            )
+            .await;
+            assert_eq!(
+                served.ok().flatten(),
+                Some(200),
+                "round {round}: connection {i} of 4 was not served within 3 s"
+            );
+            held.push(stream);
+        }
+        drop(held);
+        until_open(&proxy, |open| open == 0.0, "after all closed").await;
     }
 }
