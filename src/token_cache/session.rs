@@ -31,8 +31,10 @@ enum Headers {
     /// they were rendered from; reused while the user data cache hands out that record. A
     /// `Weak` so that a session never keeps an evicted document alive: it pins only the
     /// record's allocation, so the pointer cannot be reused by a newer record either.
-    PerUser(Mutex<Option<(Weak<UserRecord>, Arc<Rendered>)>>),
+    PerUser(Memo),
 }
+
+type Memo = Mutex<Option<(Weak<UserRecord>, Arc<Rendered>)>>;
 
 /// `iat` and `jti`, for the revocation checks, which run on every request (a cached
 /// verification must not outlive a revocation).
@@ -79,12 +81,17 @@ impl Session {
         self.revocable.as_ref().and_then(|r| r.jti.as_deref())
     }
 
+    /// The per-user rendering slot, which only a session without token-only headers has.
+    fn memo(&self) -> Option<&Memo> {
+        match &self.headers {
+            Headers::PerUser(memo) => Some(memo),
+            Headers::Token(_) => None,
+        }
+    }
+
     /// The headers rendered for exactly this user record, if this session has them.
     pub fn rendered_for(&self, record: &Arc<UserRecord>) -> Option<Arc<Rendered>> {
-        let Headers::PerUser(memo) = &self.headers else {
-            return None;
-        };
-        let guard = memo.lock().ok()?;
+        let guard = self.memo()?.lock().ok()?;
         let (for_record, rendered) = guard.as_ref()?;
         std::ptr::eq(for_record.as_ptr(), Arc::as_ptr(record)).then(|| rendered.clone())
     }
@@ -92,7 +99,7 @@ impl Session {
     /// Keeps a per-user rendering for the next request of this token, unless it is larger than
     /// the allowance its cache entry was weighed with (then it is rendered per request).
     pub fn remember_rendered(&self, record: &Arc<UserRecord>, rendered: Arc<Rendered>) {
-        let Headers::PerUser(memo) = &self.headers else {
+        let Some(memo) = self.memo() else {
             return;
         };
         if weight::memo_bytes(&rendered) > weight::MEMO_MAX_BYTES {
@@ -104,11 +111,8 @@ impl Session {
     }
 
     pub(super) fn memo_bytes(&self) -> usize {
-        let Headers::PerUser(memo) = &self.headers else {
-            return 0;
-        };
-        memo.lock()
-            .ok()
+        self.memo()
+            .and_then(|memo| memo.lock().ok())
             .and_then(|g| g.as_ref().map(|(_, r)| weight::memo_bytes(r)))
             .unwrap_or(0)
     }

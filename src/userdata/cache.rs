@@ -187,9 +187,7 @@ impl RecordCache {
             .fetch_add(u64::from(entry.bytes), Ordering::AcqRel);
         // The entry it replaces leaves first, so that releasing it cannot drop the new mapping
         // of this same `_id`.
-        if let Some((_, old)) = self.entries.remove(user_id) {
-            self.release(&old);
-        }
+        self.remove(user_id);
         if let Some(doc_id) = &entry.doc_id {
             lock(&self.by_doc_id).insert(doc_id.clone(), (user_id.into(), entry_address(&entry)));
         }
@@ -200,6 +198,13 @@ impl RecordCache {
             self.release(gone);
         }
         entry
+    }
+
+    /// Takes `user_id`'s entry out of the cache and releases it.
+    fn remove(&self, user_id: &str) {
+        if let Some((_, gone)) = self.entries.remove(user_id) {
+            self.release(&gone);
+        }
     }
 
     /// An entry left the cache (evicted, invalidated, replaced or refused): its bytes are given
@@ -299,9 +304,7 @@ impl RecordCache {
         flights.events += 1;
         let owner = doc_id.and_then(|id| lock(&self.by_doc_id).remove(id).map(|(user, _)| user));
         for user_id in user_ids.iter().map(String::as_str).chain(owner.as_deref()) {
-            if let Some((_, gone)) = self.entries.remove(user_id) {
-                self.release(&gone);
-            }
+            self.remove(user_id);
         }
     }
 
