@@ -12,6 +12,7 @@ use claimgate::config::{ForwardConfig, HeaderMapping, MetadataField, TokenCacheC
 use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
+use claimgate::packed_json::PackedJson;
 use claimgate::token_cache::{digest, Prerendered, Session, TokenCache};
 use claimgate::userdata::{
     doc_to_json, record_heap, Fetched, RecordCache, UserRecord, ENTRY_OVERHEAD,
@@ -150,19 +151,20 @@ fn main() {
         lean_bytes + token_cache_bytes
     );
     let (records, record_bytes) = per_entry(
-        "user: document as JSON (_id, user_id, name, roles[2], canRead) in a UserRecord",
+        "user: document (_id, user_id, name, roles[2], canRead), packed, in a UserRecord",
         || {
             (0..N)
                 .map(|i| {
                     Arc::new(UserRecord {
-                        // Through the same BSON → JSON conversion as documents read from MongoDB.
-                        document: Some(doc_to_json(doc! {
+                        // Through the same BSON → JSON conversion and packing as documents read
+                        // from MongoDB.
+                        document: Some(PackedJson::pack(&doc_to_json(doc! {
                             "_id": ObjectId::new(),
                             "user_id": format!("user-{i:06}"),
                             "name": format!("User {i}"),
                             "roles": ["reader", "bench"],
                             "canRead": true,
-                        })),
+                        }))),
                         permissions: None,
                         blocked: false,
                         expires_at: None,
@@ -204,7 +206,7 @@ fn main() {
             for (session, record) in sessions.iter().zip(&records) {
                 let ctx = Context {
                     identity: &session.identity,
-                    custom_data: record.document.as_ref(),
+                    custom_data: record.document.as_ref().map(PackedJson::root),
                     permissions: None,
                     request: None,
                 };

@@ -18,6 +18,7 @@ use claimgate::config::{
 use claimgate::expansion::{Context, RequestFacts};
 use claimgate::headers::HeaderPlan;
 use claimgate::metrics::Metrics;
+use claimgate::packed_json::PackedJson;
 use claimgate::policy::Policy;
 use claimgate::token_cache::{digest, Session, TokenCache};
 use claimgate::verify::now_seconds;
@@ -310,11 +311,11 @@ fn bench_rules(c: &mut Criterion) {
         data: Arc::default(),
         token: Arc::default(),
     };
-    let document = json!({"user_id": "ann", "roles": ["reader", "admin"], "canRead": true,
-        "userGroup": "ops", "name": "Ann"});
+    let document = PackedJson::pack(&json!({"user_id": "ann", "roles": ["reader", "admin"],
+        "canRead": true, "userGroup": "ops", "name": "Ann"}));
     let ctx = |method| Context {
         identity: &identity,
-        custom_data: Some(&document),
+        custom_data: Some(document.root()),
         permissions: None,
         request: Some(RequestFacts {
             method,

@@ -3,6 +3,7 @@
 
 use crate::config::{KeyError, MetadataField};
 use crate::error::Reject;
+use crate::packed_json::PackedRef;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -52,6 +53,17 @@ impl ClaimPath {
     pub fn get_in<'a>(&self, root: &'a Map<String, Value>) -> Option<&'a Value> {
         let (first, rest) = self.segments.split_first()?;
         walk(root.get(first)?, rest)
+    }
+
+    /// [`ClaimPath::get`] on a packed document, with the same answers.
+    pub fn get_packed<'a>(&self, mut value: PackedRef<'a>) -> Option<PackedRef<'a>> {
+        for segment in &self.segments {
+            value = match value.get(segment) {
+                Some(field) => field,
+                None => value.index(segment.parse::<usize>().ok()?)?,
+            };
+        }
+        (!value.is_null()).then_some(value)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::explain::{failed, note, source_name, step, RuleUsed, Trace};
 use crate::extract;
 use crate::headers::{HeaderPlan, Rendered};
 use crate::metrics::Metrics;
+use crate::packed_json::PackedJson;
 use crate::policy::Policy;
 use crate::revocation::Revocation;
 use crate::telemetry::{traced, Telemetry};
@@ -256,7 +257,10 @@ impl Decider {
         };
         let ctx = Context {
             identity: &session.identity,
-            custom_data: record.as_ref().and_then(|r| r.document.as_ref()),
+            custom_data: record
+                .as_ref()
+                .and_then(|r| r.document.as_ref())
+                .map(PackedJson::root),
             permissions: record.as_ref().and_then(|r| r.permissions.as_deref()),
             request: Some(RequestFacts {
                 method: req.method.as_str(),

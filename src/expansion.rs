@@ -3,6 +3,7 @@
 
 use crate::claims::{ClaimPath, Identity};
 use crate::client_cert::ClientCert;
+use crate::packed_json::PackedRef;
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -115,10 +116,6 @@ impl Expansion {
     }
 
     pub fn resolve<'a>(&self, ctx: &Context<'a>) -> Option<Cow<'a, Value>> {
-        let sub = |root: &'a Value, path: &Option<ClaimPath>| match path {
-            None => (!root.is_null()).then_some(Cow::Borrowed(root)),
-            Some(p) => p.get(root).map(Cow::Borrowed),
-        };
         match self {
             Expansion::UserId => Some(Cow::Owned(Value::String(ctx.identity.id.clone()))),
             Expansion::UserProvider => {
@@ -132,7 +129,14 @@ impl Expansion {
                 Some(Cow::Owned(Value::Object((*ctx.identity.token).clone())))
             }
             Expansion::Token(Some(p)) => p.get_in(&ctx.identity.token).map(Cow::Borrowed),
-            Expansion::CustomData(path) => sub(ctx.custom_data?, path),
+            Expansion::CustomData(path) => {
+                let root = ctx.custom_data?;
+                let found = match path {
+                    None => (!root.is_null()).then_some(root),
+                    Some(p) => p.get_packed(root),
+                };
+                found.map(|value| Cow::Owned(value.to_value()))
+            }
             Expansion::Permissions => ctx.permissions.map(Cow::Borrowed),
             Expansion::RequestMethod => {
                 Some(Cow::Owned(Value::String(ctx.request?.method.to_owned())))
@@ -168,7 +172,8 @@ pub struct RequestFacts<'a> {
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub identity: &'a Identity,
-    pub custom_data: Option<&'a Value>,
+    /// Packed because it stays cached for long; expansions unpack only the part they read.
+    pub custom_data: Option<PackedRef<'a>>,
     pub permissions: Option<&'a Value>,
     pub request: Option<RequestFacts<'a>>,
 }

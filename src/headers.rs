@@ -133,9 +133,10 @@ impl HeaderPlan {
         if let (Some(limit), Some(custom), Value::Object(map)) =
             (self.custom_data_limit, ctx.custom_data, &mut doc)
         {
-            let size = serde_json::to_vec(custom).map_or(usize::MAX, |v| v.len());
+            let custom = custom.to_value();
+            let size = serde_json::to_vec(&custom).map_or(usize::MAX, |v| v.len());
             if size <= limit {
-                map.insert("custom_data".into(), custom.clone());
+                map.insert("custom_data".into(), custom);
             } else {
                 self.oversize.inc();
                 tracing::warn!(

@@ -25,6 +25,7 @@ pub mod headers;
 pub mod jwks;
 pub mod log_safe;
 pub mod metrics;
+pub mod packed_json;
 pub mod policy;
 pub mod reload;
 pub mod revocation;

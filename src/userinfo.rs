@@ -88,6 +88,7 @@ impl Userinfo {
 mod tests {
     use super::*;
     use crate::claims::Identity;
+    use crate::packed_json::PackedJson;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -130,11 +131,13 @@ mod tests {
         .unwrap();
         assert!(u.needs_user_data());
         let identity = identity();
-        let custom = json!({"userGroup": "staff", "email": null, "address": {"city": "Oslo"}});
+        let custom = PackedJson::pack(
+            &json!({"userGroup": "staff", "email": null, "address": {"city": "Oslo"}}),
+        );
         let permissions = json!(["read", "write"]);
         let ctx = Context {
             identity: &identity,
-            custom_data: Some(&custom),
+            custom_data: Some(custom.root()),
             permissions: Some(&permissions),
             request: None,
         };

@@ -6,17 +6,21 @@
 //!    the signature bytes (base64url decoding is strict, so two spellings never decode alike).
 //! 2. Header rendering never emits a byte that is invalid, or ambiguous, in a header value,
 //!    whatever the claim values: any Unicode, control characters, long values, nested JSON.
+//! 3. A packed user document (how the user data cache holds it) unpacks to the very value it was
+//!    packed from, field order included, and a path looked up in it finds what the same path
+//!    finds in the value.
 //!
 //! Case counts are fixed so the suite stays within a few seconds; `PROPTEST_CASES` raises them.
 
 mod common;
 
 use claimgate::app::App;
-use claimgate::claims::Identity;
+use claimgate::claims::{ClaimPath, Identity};
 use claimgate::config::{ForwardConfig, HeaderEncoding, TokenSource};
 use claimgate::expansion::Context;
 use claimgate::headers::{header_value, HeaderPlan};
 use claimgate::jwks::{Alg, KeySet};
+use claimgate::packed_json::PackedJson;
 use common::{Claims, SigningKey};
 use http::{HeaderMap, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
@@ -310,10 +314,10 @@ proptest! {
             data: Arc::new(data),
             token: Arc::new(token),
         };
-        let custom = json!({"x": custom});
+        let custom = PackedJson::pack(&json!({"x": custom}));
         let ctx = Context {
             identity: &identity,
-            custom_data: Some(&custom),
+            custom_data: Some(custom.root()),
             permissions: None,
             request: None,
         };
@@ -321,6 +325,50 @@ proptest! {
         prop_assert!(rendered.iter().any(|(n, _)| n == "x-claimgate-user"));
         for (name, value) in &rendered {
             assert_header_safe(name.as_str(), value)?;
+        }
+    }
+}
+
+/// Every path into `value` (object keys and array indices), plus a few that lead nowhere.
+fn paths(value: &Value, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    out.push(prefix.to_vec());
+    let mut child = |segment: String, v: &Value| {
+        let mut path = prefix.to_vec();
+        path.push(segment);
+        paths(v, &path, out);
+    };
+    match value {
+        Value::Object(map) => map.iter().for_each(|(k, v)| child(k.clone(), v)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| child(i.to_string(), v)),
+        _ => {}
+    }
+    let mut missing = prefix.to_vec();
+    missing.push("missing".into());
+    out.push(missing);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(300),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_packed_document_reads_exactly_as_its_value(value in claim_value()) {
+        let packed = PackedJson::pack(&value);
+        prop_assert_eq!(packed.to_value().to_string(), value.to_string());
+        let mut all = Vec::new();
+        paths(&value, &[], &mut all);
+        for segments in all.iter().filter(|s| !s.is_empty() && s.iter().all(|s| !s.is_empty())) {
+            let text: Vec<String> = segments.iter().map(|s| s.replace('\\', "\\\\").replace('.', "\\.")).collect();
+            let path = ClaimPath::parse(&text.join(".")).map_err(TestCaseError::fail)?;
+            let expected = path.get(&value).cloned();
+            let found = path.get_packed(packed.root()).map(|v| v.to_value());
+            prop_assert_eq!(found, expected, "path {:?}", segments);
         }
     }
 }

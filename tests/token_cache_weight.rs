@@ -8,6 +8,7 @@ use claimgate::expansion::Context;
 use claimgate::headers::HeaderPlan;
 use claimgate::jwks::{Alg, VerifyKey};
 use claimgate::metrics::Metrics;
+use claimgate::packed_json::PackedJson;
 use claimgate::token_cache::{digest, Prerendered, Session, TokenCache};
 use claimgate::userdata::UserRecord;
 use claimgate::verify::{now_seconds, Proof};
@@ -104,7 +105,7 @@ fn session(f: &Fixture, shape: &Shape, i: usize) -> Arc<Session> {
     if shape.memo {
         let ctx = Context {
             identity: &session.identity,
-            custom_data: f.record.document.as_ref(),
+            custom_data: f.record.document.as_ref().map(PackedJson::root),
             permissions: None,
             request: None,
         };
@@ -130,7 +131,9 @@ fn fixture() -> Fixture {
         plan: HeaderPlan::compile(&ForwardConfig::default(), None, Counter::default()).unwrap(),
         user_plan: HeaderPlan::compile(&with_roles, Some(8 * 1024), Counter::default()).unwrap(),
         record: Arc::new(UserRecord {
-            document: Some(json!({"user_id": "u", "name": "User", "roles": ["reader", "writer"]})),
+            document: Some(PackedJson::pack(
+                &json!({"user_id": "u", "name": "User", "roles": ["reader", "writer"]}),
+            )),
             permissions: None,
             blocked: false,
             expires_at: None,

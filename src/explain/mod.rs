@@ -4,6 +4,7 @@
 
 use crate::config::TokenSource;
 use crate::error::Reject;
+use crate::packed_json::PackedJson;
 use crate::userdata::UserRecord;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -115,7 +116,7 @@ impl Trace {
     ) {
         let cached = cached.filter(|(c, _)| Arc::ptr_eq(c, record));
         self.user_data = Some(UserDataUsed {
-            document: record.document.clone(),
+            document: record.document.as_ref().map(PackedJson::to_value),
             from_cache: cached.is_some(),
             age_seconds: cached.map(|(_, age)| age.as_secs()),
         });
@@ -276,7 +277,7 @@ mod tests {
     fn user_data_is_from_the_cache_only_when_the_lookup_returned_the_cached_record() {
         let record = |group: &str| {
             Arc::new(UserRecord {
-                document: Some(json!({ "group": group })),
+                document: Some(PackedJson::pack(&json!({ "group": group }))),
                 permissions: None,
                 blocked: false,
                 expires_at: None,

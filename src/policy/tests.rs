@@ -3,6 +3,7 @@
 use super::*;
 use crate::claims::Identity;
 use crate::config::{AuthMode, KeyError, PathsConfig, RuleConfig, RuleMatch};
+use crate::packed_json::PackedJson;
 use http::Method;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -194,9 +195,10 @@ fn methods_exact_paths_and_defaults() {
 
 fn check(rule: &Rule, custom: Option<&Value>) -> Result<(), Reject> {
     let identity = identity();
+    let custom = custom.map(PackedJson::pack);
     let ctx = Context {
         identity: &identity,
-        custom_data: custom,
+        custom_data: custom.as_ref().map(PackedJson::root),
         permissions: None,
         request: None,
     };

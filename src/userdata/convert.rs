@@ -5,6 +5,7 @@
 
 use super::weight::compact;
 use super::UserRecord;
+use crate::packed_json::PackedJson;
 use base64::Engine;
 use mongodb::bson::{Bson, DateTime, Document};
 use serde_json::{Map, Number, Value};
@@ -76,10 +77,9 @@ pub(crate) struct Fields {
 }
 
 impl Fields {
-    /// The document and permissions are compacted (`weight::compact`): records stay cached for
-    /// long, and the cache weighs them by their exact heap size.
+    /// The document is packed and the permissions compacted (`weight::compact`): records stay
+    /// cached for long, and the cache weighs them by their exact heap size.
     pub(crate) fn record(&self, document: Option<Value>, permissions: Option<Value>) -> UserRecord {
-        let document = document.map(compact);
         let permissions = permissions.map(|p| Box::new(compact(p)));
         let blocked = match (&document, &self.blocked) {
             (Some(doc), Some(field)) => json_path(doc, field) == Some(&Value::Bool(true)),
@@ -94,7 +94,7 @@ impl Fields {
             _ => None,
         };
         UserRecord {
-            document,
+            document: document.as_ref().map(PackedJson::pack),
             permissions,
             blocked,
             expires_at,

@@ -17,6 +17,7 @@ mod weight;
 use crate::config::{KeyError, UserDataConfig, UserDataSource};
 use crate::error::Reject;
 use crate::metrics::UserDataMetrics;
+use crate::packed_json::PackedJson;
 /// The user data cache and what its entries weigh, public for `benches/footprint.rs` and
 /// `tests/user_cache_weight.rs`.
 #[doc(hidden)]
@@ -43,8 +44,8 @@ use tokio::sync::watch;
 /// One user's custom data as the rest of the proxy sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
-    /// The user's document as JSON (`None`: the user has no document).
-    pub document: Option<serde_json::Value>,
+    /// The user's document as JSON, packed (`None`: the user has no document).
+    pub document: Option<PackedJson>,
     /// A JSON array, present only when `user_data.roles` is configured.
     /// Boxed: most deployments have no roles, and an inline `Value` costs every user 72 bytes.
     pub permissions: Option<Box<serde_json::Value>>,

@@ -7,6 +7,7 @@
 //! exact size so a cached document holds no slack and its weight can be computed exactly.
 
 use super::UserRecord;
+use crate::packed_json::PackedJson;
 use serde_json::{Map, Value};
 use std::mem::size_of;
 
@@ -88,7 +89,7 @@ pub(crate) fn table_bytes(capacity: usize, slot: usize) -> usize {
 pub fn record_heap(record: &UserRecord) -> usize {
     2 * size_of::<usize>()
         + size_of::<UserRecord>()
-        + record.document.as_ref().map_or(0, value_heap)
+        + record.document.as_ref().map_or(0, PackedJson::heap_bytes)
         + record
             .permissions
             .as_ref()

@@ -86,6 +86,7 @@ mod tests {
     use super::Expr;
     use crate::claims::Identity;
     use crate::expansion::{Context, Scope};
+    use crate::packed_json::PackedJson;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -97,10 +98,10 @@ mod tests {
             data: Arc::default(),
             token: Arc::new(json!({"level": 3}).as_object().cloned().unwrap_or_default()),
         };
-        let custom = json!({"roles": ["editor"]});
+        let custom = PackedJson::pack(&json!({"roles": ["editor"]}));
         let ctx = Context {
             identity: &identity,
-            custom_data: Some(&custom),
+            custom_data: Some(custom.root()),
             permissions: None,
             request: None,
         };

@@ -3,6 +3,7 @@
 use super::Expr;
 use crate::claims::Identity;
 use crate::expansion::{Context, RequestFacts, Scope};
+use crate::packed_json::PackedJson;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -46,11 +47,11 @@ fn permissions() -> Value {
 /// Evaluates `expr` for the fixed user, with user data, as `GET /api/x` from 10.0.0.7.
 fn eval(expr: Value) -> bool {
     let identity = identity();
-    let custom = custom_data();
+    let custom = PackedJson::pack(&custom_data());
     let perms = permissions();
     let ctx = Context {
         identity: &identity,
-        custom_data: Some(&custom),
+        custom_data: Some(custom.root()),
         permissions: Some(&perms),
         request: Some(RequestFacts {
             client_cert: None,

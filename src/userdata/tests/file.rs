@@ -21,13 +21,13 @@ async fn file_source_follows_live_edits() {
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(data.clone().run(rx));
     let record = data.lookup("a").await.unwrap();
-    assert_eq!(field(&record, "v"), Some(&json!(1)), "first entry wins");
+    assert_eq!(field(&record, "v"), Some(json!(1)), "first entry wins");
 
     std::fs::write(&path, r#"[{"user_id": "a", "v": 2, "blocked": true}]"#).unwrap();
     let started = Instant::now();
     loop {
         let record = data.lookup("a").await.unwrap();
-        if field(&record, "v") == Some(&json!(2)) {
+        if field(&record, "v") == Some(json!(2)) {
             assert!(record.blocked);
             break;
         }
@@ -44,7 +44,7 @@ async fn file_source_follows_live_edits() {
     assert!(data.lookup("a").await.unwrap().blocked);
 
     let created = data.lookup("new").await.unwrap();
-    assert_eq!(field(&created, "roles"), Some(&json!(["reader"])));
+    assert_eq!(field(&created, "roles"), Some(json!(["reader"])));
     data.lookup("new").await.unwrap();
     assert_eq!(metrics.users_created.get(), 1);
     stop.send(true).unwrap();

@@ -7,6 +7,7 @@ mod outage;
 
 use super::*;
 use crate::config::UserDataConfig;
+use crate::packed_json::PackedRef;
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Database, IndexModel};
@@ -147,7 +148,8 @@ impl Running {
     }
 
     async fn doc(&self, user: &str) -> Option<serde_json::Value> {
-        self.data.lookup(user).await.unwrap().document.clone()
+        let record = self.data.lookup(user).await.unwrap();
+        record.document.as_ref().map(PackedJson::to_value)
     }
 
     /// Polls until `check` holds; returns how long it took. Fails after 2 s.
@@ -175,6 +177,11 @@ impl Running {
     }
 }
 
-fn field<'a>(record: &'a UserRecord, name: &str) -> Option<&'a serde_json::Value> {
-    record.document.as_ref()?.get(name)
+fn field(record: &UserRecord, name: &str) -> Option<serde_json::Value> {
+    record
+        .document
+        .as_ref()?
+        .root()
+        .get(name)
+        .map(PackedRef::to_value)
 }

@@ -124,7 +124,7 @@ async fn serves_cached_through_a_restart_and_recovers() {
         .lookup("alice")
         .await
         .expect("known user served from cache");
-    assert_eq!(field(&stale, "plan"), Some(&json!("old")));
+    assert_eq!(field(&stale, "plan"), Some(json!("old")));
     assert!(
         started.elapsed() < Duration::from_millis(800),
         "{:?}",
@@ -150,7 +150,7 @@ async fn serves_cached_through_a_restart_and_recovers() {
                 .lookup("alice")
                 .await
                 .ok()
-                .and_then(|rec| field(&rec, "plan").cloned());
+                .and_then(|rec| field(&rec, "plan"));
             if found == Some(json!("new")) {
                 break;
             }
@@ -178,7 +178,7 @@ async fn serves_cached_through_a_restart_and_recovers() {
         .await
         .unwrap();
     cached
-        .eventually("alice", |rec| field(rec, "plan") == Some(&json!("newer")))
+        .eventually("alice", |rec| field(rec, "plan") == Some(json!("newer")))
         .await;
     assert!(
         cached.metrics.change_events.get() > events,
@@ -218,7 +218,8 @@ async fn standalone_server_falls_back_to_the_ttl() {
             .unwrap()
             .document
             .as_ref()
-            .unwrap()["plan"],
+            .unwrap()
+            .to_value()["plan"],
         "old"
     );
     users
@@ -237,7 +238,8 @@ async fn standalone_server_falls_back_to_the_ttl() {
             .unwrap()
             .document
             .as_ref()
-            .unwrap()["plan"],
+            .unwrap()
+            .to_value()["plan"],
         "new"
     );
     stop.send(true).unwrap();
