@@ -1,6 +1,7 @@
 use super::*;
 use crate::error::full;
 use crate::forward::connector::{Alpn, UpstreamTls};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::net::SocketAddr;
@@ -8,9 +9,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// An upstream answering `200 ok` to every request; with `close_after` it closes each
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// An upstream answering `answer` to every request; with `close_after` it closes each
 /// connection after that many answers, without announcing it (no `Connection: close`).
 async fn start_upstream(close_after: Option<usize>) -> (SocketAddr, Arc<AtomicUsize>) {
+    answering(close_after, OK).await
+}
+
+async fn answering(
+    close_after: Option<usize>,
+    answer: &'static [u8],
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -29,7 +39,6 @@ async fn start_upstream(close_after: Option<usize>) -> (SocketAddr, Arc<AtomicUs
                     head.extend_from_slice(&buf[..n]);
                     while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                         head.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if stream.write_all(answer).await.is_err() {
                             return;
                         }
@@ -53,7 +62,7 @@ async fn get(conns: &Http1Connections, addr: SocketAddr) -> StatusCode {
         .header(http::header::HOST, addr.to_string())
         .body(full(""))
         .unwrap();
-    let response = conns.send(req).await.unwrap();
+    let response = conns.send(req, false).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "ok");
@@ -69,7 +78,7 @@ async fn sequential_requests_reuse_one_connection() {
         tokio::task::yield_now().await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    assert_eq!(lock(&conns.idle).senders.len(), 1);
+    assert_eq!(lock(&conns.idle).conns.len(), 1);
 }
 
 #[tokio::test]
@@ -85,4 +94,74 @@ async fn connections_the_upstream_closed_are_not_a_failure() {
         }
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 20);
+}
+
+async fn body_of(conns: &Http1Connections, addr: SocketAddr) -> Bytes {
+    let req = Request::get("/")
+        .header(http::header::HOST, addr.to_string())
+        .body(full(""))
+        .unwrap();
+    let response = conns.send(req, false).await.unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test]
+async fn chunked_and_empty_bodies_give_their_connection_back() {
+    let chunked =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n!!!\r\n0\r\n\r\n";
+    let empty = b"HTTP/1.1 204 No Content\r\n\r\n";
+    for (answer, body) in [(&chunked[..], &b"ok!!!"[..]), (&empty[..], &b""[..])] {
+        let (addr, accepted) = answering(None, answer).await;
+        let conns = connections(addr);
+        for _ in 0..5 {
+            assert_eq!(body_of(&conns, addr).await, body);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "{:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_dropped_half_read_closes_its_connection() {
+    // The body announces 10 bytes and sends 2: what is left would precede the next answer.
+    let (addr, accepted) =
+        answering(None, b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok").await;
+    let conns = connections(addr);
+    for round in 1..=3 {
+        let req = Request::get("/")
+            .header(http::header::HOST, addr.to_string())
+            .body(full(""))
+            .unwrap();
+        let response = conns.send(req, false).await.unwrap();
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "ok");
+        drop(body);
+        assert_eq!(lock(&conns.idle).conns.len(), 0);
+        assert_eq!(accepted.load(Ordering::SeqCst), round);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_serves_requests_with_no_task_of_its_own() {
+    // The upstream runs on a runtime of its own, so every task alive here is the client's.
+    let upstream = tokio::runtime::Runtime::new().unwrap();
+    let (addr, accepted) = upstream.spawn(start_upstream(None)).await.unwrap();
+    let conns = connections(addr);
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    for _ in 0..5 {
+        assert_eq!(body_of(&conns, addr).await, "ok");
+        // Only the idle reaper: no connection task, and nothing left over from the request.
+        assert_eq!(tasks(), 1);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    upstream.shutdown_background();
 }
