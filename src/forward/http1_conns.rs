@@ -31,7 +31,7 @@ use hyper::client::conn::TrySendError;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -86,9 +86,11 @@ impl Conn {
     }
 
     /// Whether the connection can take a request now, after one poll to learn of an EOF or
-    /// error that arrived while nobody was polling it.
-    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
-        self.drive(cx) && self.sender.is_ready()
+    /// error that arrived while nobody was polling it. That poll wakes nobody later: the request
+    /// about to be sent would otherwise wake its own task as it goes in, for an extra pass over
+    /// the whole server connection (the exchange's own poll registers the real waker).
+    fn usable(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
     }
 }
 
@@ -127,7 +129,7 @@ impl Http1Connections {
     ) -> Result<Response<Body>, Http1Error> {
         let reused = match upgrade {
             true => None,
-            false => poll_fn(|cx| Poll::Ready(checkout(&self.idle, cx))).await,
+            false => checkout(&self.idle),
         };
         let (mut conn, reused) = match reused {
             Some(conn) => (conn, true),
@@ -197,7 +199,12 @@ async fn exchange(
     let mut response = pin!(conn.sender.try_send_request(req));
     poll_fn(|cx| {
         conn.drive(cx);
-        response.as_mut().poll(cx)
+        // The answer can only arrive in the poll just above (or with the connection's end,
+        // also there), so the response needs no waker of its own: one would wake this task
+        // again, for nothing, every time the connection hands an answer over.
+        response
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
     })
     .await
 }
@@ -208,10 +215,10 @@ fn lock(idle: &Mutex<Idle>) -> MutexGuard<'_, Idle> {
 }
 
 /// The warmest idle connection that can take a request; the ones found closed are dropped.
-fn checkout(idle: &Mutex<Idle>, cx: &mut Context<'_>) -> Option<Conn> {
+fn checkout(idle: &Mutex<Idle>) -> Option<Conn> {
     let mut idle = lock(idle);
     while let Some((mut conn, since)) = idle.conns.pop() {
-        if since.elapsed() < IDLE_TIMEOUT && conn.usable(cx) {
+        if since.elapsed() < IDLE_TIMEOUT && conn.usable() {
             return Some(conn);
         }
     }
