@@ -157,8 +157,7 @@ impl Forwarder {
         if upgrade.is_some() && version == Version::HTTP_2 {
             return Err(Reject::BadUpgrade);
         }
-        let upgrading = upgrade.is_some();
-        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let trailers_wanted = accepts_trailers(req.headers());
         let (mut parts, body) = req.into_parts();
 
@@ -214,14 +213,8 @@ impl Forwarder {
         let request = Request::from_parts(parts, body.boxed());
         let sent = async {
             match h2 {
-                Some(client) => match client.request(request).await {
-                    Ok(response) => Ok(response.map(BodyExt::boxed)),
-                    Err(error) => Err(UpstreamError::Http2(error)),
-                },
-                None => (self.http1)
-                    .send(request, upgrading)
-                    .await
-                    .map_err(UpstreamError::Http1),
+                Some(client) => client.request(request).await.map_err(UpstreamError::Http2),
+                None => self.http1.send(request).await.map_err(UpstreamError::Http1),
             }
         };
         let response = match tokio::time::timeout(self.timeout, sent).await {
@@ -255,7 +248,7 @@ impl Forwarder {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body))
+        Ok(Response::from_parts(parts, body.boxed()))
     }
 
     /// The HTTP/2 pool for a request the client sent as `client_version`, or `None` for HTTP/1.
@@ -308,17 +301,13 @@ impl Forwarder {
     fn tunnel(
         &self,
         client_upgrade: Option<OnUpgrade>,
-        mut response: Response<Body>,
+        mut response: Response<Incoming>,
     ) -> Result<Response<Body>, Reject> {
         let Some(client_upgrade) = client_upgrade else {
             tracing::warn!(upstream = %self.authority, "upstream switched protocols unasked");
             return Err(Reject::UpstreamUnavailable);
         };
-        // What `hyper::upgrade::on` takes from a `Response<Incoming>`; the body is boxed here.
-        let Some(upstream_upgrade) = response.extensions_mut().remove::<OnUpgrade>() else {
-            tracing::warn!(upstream = %self.authority, "upstream switched protocols on a connection that cannot upgrade");
-            return Err(Reject::UpstreamUnavailable);
-        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
         let protocol = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);

@@ -1,37 +1,25 @@
-//! Kept-alive HTTP/1 connections to the upstream, on hyper's low-level `client::conn::http1`,
-//! driven by the request that uses them.
+//! Kept-alive HTTP/1 connections to the upstream, on hyper's low-level `client::conn::http1`.
 //!
 //! Each proxy worker has its own `Forwarder` and so its own set: the lock below is only ever
 //! taken by one thread (uncontended, a few nanoseconds), and none of hyper-util's pool machinery
 //! (pool-wide lock, checkout waiters, a channel per request) sits on the request path.
 //!
-//! A connection has no task of its own. The request's task polls it while waiting for the
-//! response head, and the response body ([`DrivenBody`]) polls it while the server reads the body
-//! out, so the exchange never wakes another task. Once the body has been read to its end the
-//! connection goes back to the idle list, where nobody polls it: the next checkout polls it once,
-//! which reads an EOF the upstream sent meanwhile, and takes it only if it can carry a request.
-//! An upgrade (WebSocket) runs on a fresh connection, which gets a task of its own once the
-//! upstream answers 101, since the socket then belongs to the tunnel.
+//! The connection drivers, the return of a connection once its response body is read, and the
+//! idle reaper are `tokio::spawn`ed on the runtime of the request that made them, which for the
+//! proxy is the worker's current-thread runtime: they never hop threads, and they end with the
+//! worker.
 //!
 //! Semantics are those of the legacy client it replaces: keep-alive reuse (most recently used
 //! first), at most [`MAX_IDLE`] idle connections, each dropped after [`IDLE_TIMEOUT`], and a
 //! request that hyper reports as not sent on a reused connection (the upstream closed it
 //! meanwhile) is sent again once on a fresh connection instead of failing.
 
-mod driven_body;
-
 use super::connector::Connector;
 use crate::error::Body;
-use driven_body::DrivenBody;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::client::conn::TrySendError;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -54,46 +42,6 @@ pub(super) enum Http1Error {
     Send(#[source] hyper::Error),
 }
 
-/// The connection future, plain or (for an upgrade request) able to hand its socket over.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// One upstream connection: the handle requests go in by, and the connection future that does
-/// the reading and writing whenever its user polls it.
-struct Conn {
-    sender: SendRequest<Body>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
-}
-
-impl Conn {
-    /// Lets the connection read and write what it can; false once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(driver) = &mut self.driver else {
-            return false;
-        };
-        match driver.as_mut().poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(result) => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "upstream connection ended with an error");
-                }
-                // Dropping it also fails a request still waiting on it, instead of leaving the
-                // request to wait for an answer that cannot come.
-                self.driver = None;
-                false
-            }
-        }
-    }
-
-    /// Whether the connection can take a request now, after one poll to learn of an EOF or
-    /// error that arrived while nobody was polling it. That poll wakes nobody later: the request
-    /// about to be sent would otherwise wake its own task as it goes in, for an extra pass over
-    /// the whole server connection (the exchange's own poll registers the real waker).
-    fn usable(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
-    }
-}
-
 pub(super) struct Http1Connections {
     /// Plain TCP (connect timeout, TCP_NODELAY) plus rustls for `https://`.
     connector: Connector,
@@ -106,7 +54,7 @@ pub(super) struct Http1Connections {
 #[derive(Default)]
 struct Idle {
     /// Oldest first; taken from the end, so the warmest connection is reused.
-    conns: Vec<(Conn, Instant)>,
+    senders: Vec<(SendRequest<Body>, Instant)>,
     /// Whether a reaper task is running for this set.
     reaping: bool,
 }
@@ -120,23 +68,14 @@ impl Http1Connections {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one; an upgrade
-    /// request always on a new one. The response's body drives the connection.
-    pub(super) async fn send(
-        &self,
-        req: Request<Body>,
-        upgrade: bool,
-    ) -> Result<Response<Body>, Http1Error> {
-        let reused = match upgrade {
-            true => None,
-            false => checkout(&self.idle),
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one.
+    pub(super) async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Http1Error> {
+        let (mut sender, reused) = match checkout(&self.idle) {
+            Some(sender) => (sender, true),
+            None => (self.connect().await?, false),
         };
-        let (mut conn, reused) = match reused {
-            Some(conn) => (conn, true),
-            None => (self.connect(upgrade).await?, false),
-        };
-        let req = match exchange(&mut conn, req).await {
-            Ok(response) => return Ok(self.hand_on(conn, response)),
+        let req = match sender.try_send_request(req).await {
+            Ok(response) => return Ok(self.returned(sender, response)),
             Err(mut error) => match error.take_message() {
                 // Not a byte was written, so sending again cannot repeat a side effect.
                 Some(req) if reused => {
@@ -146,14 +85,14 @@ impl Http1Connections {
                 _ => return Err(Http1Error::Send(error.into_error())),
             },
         };
-        let mut conn = self.connect(upgrade).await?;
-        match exchange(&mut conn, req).await {
-            Ok(response) => Ok(self.hand_on(conn, response)),
+        let mut sender = self.connect().await?;
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(self.returned(sender, response)),
             Err(error) => Err(Http1Error::Send(error.into_error())),
         }
     }
 
-    async fn connect(&self, upgrade: bool) -> Result<Conn, Http1Error> {
+    async fn connect(&self) -> Result<SendRequest<Body>, Http1Error> {
         let io = self
             .connector
             .clone()
@@ -161,52 +100,40 @@ impl Http1Connections {
             .await
             .map_err(Http1Error::Connect)?;
         let (sender, connection) = http1::handshake(io).await.map_err(Http1Error::Handshake)?;
-        let driver: Driver = match upgrade {
-            // Only an upgradeable connection hands its socket to the tunnel after a 101.
-            true => Box::pin(connection.with_upgrades()),
-            false => Box::pin(connection),
-        };
-        Ok(Conn {
-            sender,
-            driver: Some(driver),
-        })
-    }
-
-    /// The response, with a body that drives the connection and returns it once read to its end.
-    fn hand_on(&self, mut conn: Conn, response: Response<Incoming>) -> Response<Body> {
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The socket now belongs to the tunnel: its connection finishes the handover on a
-            // task of its own.
-            if let Some(driver) = conn.driver.take() {
-                tokio::spawn(async move {
-                    if let Err(error) = driver.await {
-                        tracing::debug!(%error, "upgraded upstream connection ended with an error");
-                    }
-                });
+        tokio::spawn(async move {
+            // Upgrades keep the socket alive past the HTTP exchange for the WebSocket tunnel.
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
             }
-            return response.map(BodyExt::boxed);
-        }
-        let idle = Arc::downgrade(&self.idle);
-        response.map(|body| DrivenBody::new(body, conn, idle).boxed())
+        });
+        Ok(sender)
     }
-}
 
-/// Sends `req` on `conn`, driving the connection until the response head is in.
-async fn exchange(
-    conn: &mut Conn,
-    req: Request<Body>,
-) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
-    let mut response = pin!(conn.sender.try_send_request(req));
-    poll_fn(|cx| {
-        conn.drive(cx);
-        // The answer can only arrive in the poll just above (or with the connection's end,
-        // also there), so the response needs no waker of its own: one would wake this task
-        // again, for nothing, every time the connection hands an answer over.
+    /// Puts the connection back once it can take the next request, i.e. once the response body
+    /// has been read, and hands the response on.
+    fn returned(
+        &self,
+        mut sender: SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Response<Incoming> {
+        // After a 101 the socket belongs to the tunnel.
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return response;
+        }
+        if sender.is_ready() {
+            checkin(&self.idle, sender);
+        } else {
+            let idle = Arc::downgrade(&self.idle);
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    if let Some(idle) = idle.upgrade() {
+                        checkin(&idle, sender);
+                    }
+                }
+            });
+        }
         response
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-    })
-    .await
+    }
 }
 
 fn lock(idle: &Mutex<Idle>) -> MutexGuard<'_, Idle> {
@@ -214,32 +141,28 @@ fn lock(idle: &Mutex<Idle>) -> MutexGuard<'_, Idle> {
     idle.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The warmest idle connection that can take a request; the ones found closed are dropped.
-fn checkout(idle: &Mutex<Idle>) -> Option<Conn> {
+fn checkout(idle: &Mutex<Idle>) -> Option<SendRequest<Body>> {
     let mut idle = lock(idle);
-    while let Some((mut conn, since)) = idle.conns.pop() {
-        if since.elapsed() < IDLE_TIMEOUT && conn.usable() {
-            return Some(conn);
+    while let Some((sender, since)) = idle.senders.pop() {
+        // `is_ready` is false once the upstream closed the connection.
+        if since.elapsed() < IDLE_TIMEOUT && sender.is_ready() {
+            return Some(sender);
         }
     }
     None
 }
 
-fn checkin(shared: &Arc<Mutex<Idle>>, conn: Conn) {
+fn checkin(shared: &Arc<Mutex<Idle>>, sender: SendRequest<Body>) {
     let mut idle = lock(shared);
-    if idle.conns.len() >= MAX_IDLE {
-        // Dropping the connection closes it.
+    if idle.senders.len() >= MAX_IDLE {
+        // Dropping the sender closes the connection.
         return;
     }
+    idle.senders.push((sender, Instant::now()));
     if !idle.reaping {
-        // A body dropped while its runtime shuts down has nowhere to run the reaper.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         idle.reaping = true;
-        runtime.spawn(reap(Arc::downgrade(shared)));
+        tokio::spawn(reap(Arc::downgrade(shared)));
     }
-    idle.conns.push((conn, Instant::now()));
 }
 
 /// Closes connections idle for [`IDLE_TIMEOUT`]; ends when none is left or the set is gone.
@@ -248,11 +171,9 @@ async fn reap(idle: Weak<Mutex<Idle>>) {
         let next = {
             let Some(idle) = idle.upgrade() else { return };
             let mut idle = lock(&idle);
-            // Nobody polls an idle connection, so one the upstream closed is only seen here by
-            // its age (or at checkout).
-            idle.conns
-                .retain(|(_, since)| since.elapsed() < IDLE_TIMEOUT);
-            match idle.conns.first() {
+            idle.senders
+                .retain(|(sender, since)| since.elapsed() < IDLE_TIMEOUT && !sender.is_closed());
+            match idle.senders.first() {
                 Some((_, oldest)) => *oldest + IDLE_TIMEOUT,
                 None => {
                     idle.reaping = false;
