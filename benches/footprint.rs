@@ -48,6 +48,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` asks every bench for its names
     }
+    if std::env::var_os("FOOTPRINT_RSS").is_some() {
+        return rss_of_a_full_user_cache();
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("tokio runtime");
@@ -226,4 +229,46 @@ fn main() {
         mib(with_user_data)
     );
     drop((token_cache, user_cache, sessions, records));
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `FOOTPRINT_RSS=1`: the default 32 MiB user cache filled with load.sh's users, as RSS.
+fn rss_of_a_full_user_cache() {
+    let (rss, live) = (rss_kib(), LIVE.load(Ordering::Relaxed));
+    let cache = RecordCache::new(32 << 20, None, Duration::from_secs(300));
+    for i in 0..100_000 {
+        let record = Arc::new(UserRecord {
+            document: Some(PackedJson::pack(&doc_to_json(doc! {
+                "_id": ObjectId::new(),
+                "user_id": format!("user-{i:06}"),
+                "name": format!("User {i}"),
+                "roles": ["reader", "bench"],
+                "canRead": true,
+            }))),
+            permissions: None,
+            blocked: false,
+            expires_at: None,
+            tokens_valid_after: None,
+        });
+        let fetched = Fetched {
+            record,
+            doc_id: Some(format!("{i:024x}")),
+        };
+        cache.insert(&format!("user-{i:06}"), fetched);
+    }
+    let n = cache.len();
+    println!(
+        "{n} users cached, weighed {:.1} MiB, allocated {:.1} MiB, RSS +{:.1} MiB",
+        cache.bytes() as f64 / 1048576.0,
+        (LIVE.load(Ordering::Relaxed) - live) as f64 / 1048576.0,
+        (rss_kib() - rss) as f64 / 1024.0
+    );
 }

@@ -281,6 +281,27 @@ fn plan() -> &'static HeaderPlan {
     })
 }
 
+/// Every path into `value` (object keys and array indices), plus a few that lead nowhere.
+fn paths(value: &Value, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    out.push(prefix.to_vec());
+    let mut child = |segment: String, v: &Value| {
+        let mut path = prefix.to_vec();
+        path.push(segment);
+        paths(v, &path, out);
+    };
+    match value {
+        Value::Object(map) => map.iter().for_each(|(k, v)| child(k.clone(), v)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| child(i.to_string(), v)),
+        _ => {}
+    }
+    let mut missing = prefix.to_vec();
+    missing.push("missing".into());
+    out.push(missing);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(300),
@@ -327,35 +348,6 @@ proptest! {
             assert_header_safe(name.as_str(), value)?;
         }
     }
-}
-
-/// Every path into `value` (object keys and array indices), plus a few that lead nowhere.
-fn paths(value: &Value, prefix: &[String], out: &mut Vec<Vec<String>>) {
-    out.push(prefix.to_vec());
-    let mut child = |segment: String, v: &Value| {
-        let mut path = prefix.to_vec();
-        path.push(segment);
-        paths(v, &path, out);
-    };
-    match value {
-        Value::Object(map) => map.iter().for_each(|(k, v)| child(k.clone(), v)),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .for_each(|(i, v)| child(i.to_string(), v)),
-        _ => {}
-    }
-    let mut missing = prefix.to_vec();
-    missing.push("missing".into());
-    out.push(missing);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(300),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
 
     #[test]
     fn a_packed_document_reads_exactly_as_its_value(value in claim_value()) {

@@ -30,7 +30,7 @@ fn default_jti_field() -> String {
 }
 
 /// 16 MiB: about 60 000 listed `jti`s of 36 characters (~270 bytes each), far more than the
-/// unexpired revocations a deployment usually holds, and small next to the 32 MiB user data and
+/// unexpired revocations a deployment usually holds, and small next to the 20 MiB user data and
 /// 32 MiB token caches under the 128 MiB RSS budget.
 fn default_max_bytes() -> usize {
     16 * 1024 * 1024

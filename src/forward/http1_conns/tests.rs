@@ -58,12 +58,16 @@ fn connections(addr: SocketAddr) -> Http1Connections {
     Http1Connections::new(connector, format!("http://{addr}/").parse().unwrap())
 }
 
-async fn get(conns: &Http1Connections, addr: SocketAddr) -> StatusCode {
+async fn response(conns: &Http1Connections, addr: SocketAddr) -> Response<Incoming> {
     let req = Request::get("/")
         .header(http::header::HOST, addr.to_string())
         .body(full(""))
         .unwrap();
-    let response = conns.send(req).await.unwrap();
+    conns.send(req).await.unwrap()
+}
+
+async fn get(conns: &Http1Connections, addr: SocketAddr) -> StatusCode {
+    let response = response(conns, addr).await;
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "ok");
@@ -98,11 +102,7 @@ async fn connections_the_upstream_closed_are_not_a_failure() {
 }
 
 async fn body_of(conns: &Http1Connections, addr: SocketAddr) -> Bytes {
-    let req = Request::get("/")
-        .header(http::header::HOST, addr.to_string())
-        .body(full(""))
-        .unwrap();
-    let response = conns.send(req).await.unwrap();
+    let response = response(conns, addr).await;
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
@@ -130,12 +130,7 @@ async fn a_body_dropped_half_read_closes_its_connection() {
         answering(None, b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok").await;
     let conns = connections(addr);
     for round in 1..=3 {
-        let req = Request::get("/")
-            .header(http::header::HOST, addr.to_string())
-            .body(full(""))
-            .unwrap();
-        let response = conns.send(req).await.unwrap();
-        let mut body = response.into_body();
+        let mut body = response(&conns, addr).await.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, "ok");
         drop(body);
