@@ -155,27 +155,7 @@ fn main() {
     );
     let (records, record_bytes) = per_entry(
         "user: document (_id, user_id, name, roles[2], canRead), packed, in a UserRecord",
-        || {
-            (0..N)
-                .map(|i| {
-                    Arc::new(UserRecord {
-                        // Through the same BSON → JSON conversion and packing as documents read
-                        // from MongoDB.
-                        document: Some(PackedJson::pack(&doc_to_json(doc! {
-                            "_id": ObjectId::new(),
-                            "user_id": format!("user-{i:06}"),
-                            "name": format!("User {i}"),
-                            "roles": ["reader", "bench"],
-                            "canRead": true,
-                        }))),
-                        permissions: None,
-                        blocked: false,
-                        expires_at: None,
-                        tokens_valid_after: None,
-                    })
-                })
-                .collect::<Vec<_>>()
-        },
+        || (0..N).map(load_user).collect::<Vec<_>>(),
     );
     let (user_cache, user_cache_bytes) = per_entry(
         "user: user data cache entry (quick_cache by user id, weighed; _id → user id index for deletes)",
@@ -231,6 +211,24 @@ fn main() {
     drop((token_cache, user_cache, sessions, records));
 }
 
+/// The i-th of load.sh's users, through the same BSON → JSON conversion and packing as
+/// documents read from MongoDB.
+fn load_user(i: usize) -> Arc<UserRecord> {
+    Arc::new(UserRecord {
+        document: Some(PackedJson::pack(&doc_to_json(doc! {
+            "_id": ObjectId::new(),
+            "user_id": format!("user-{i:06}"),
+            "name": format!("User {i}"),
+            "roles": ["reader", "bench"],
+            "canRead": true,
+        }))),
+        permissions: None,
+        blocked: false,
+        expires_at: None,
+        tokens_valid_after: None,
+    })
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -245,21 +243,8 @@ fn rss_of_a_full_user_cache() {
     let (rss, live) = (rss_kib(), LIVE.load(Ordering::Relaxed));
     let cache = RecordCache::new(32 << 20, None, Duration::from_secs(300));
     for i in 0..100_000 {
-        let record = Arc::new(UserRecord {
-            document: Some(PackedJson::pack(&doc_to_json(doc! {
-                "_id": ObjectId::new(),
-                "user_id": format!("user-{i:06}"),
-                "name": format!("User {i}"),
-                "roles": ["reader", "bench"],
-                "canRead": true,
-            }))),
-            permissions: None,
-            blocked: false,
-            expires_at: None,
-            tokens_valid_after: None,
-        });
         let fetched = Fetched {
-            record,
+            record: load_user(i),
             doc_id: Some(format!("{i:024x}")),
         };
         cache.insert(&format!("user-{i:06}"), fetched);
