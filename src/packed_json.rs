@@ -59,12 +59,6 @@ impl std::fmt::Debug for PackedJson {
     }
 }
 
-impl From<&Value> for PackedJson {
-    fn from(value: &Value) -> Self {
-        Self::pack(value)
-    }
-}
-
 /// A view of one packed value (the buffer starts at its tag; it may run past its end).
 #[derive(Clone, Copy)]
 pub struct PackedRef<'a>(&'a [u8]);

@@ -25,7 +25,7 @@ pub use cache::{Entry, Fetched, RecordCache, ENTRY_OVERHEAD};
 /// How a MongoDB document becomes the JSON that rules, headers and /userinfo read.
 pub use convert::doc_to_json;
 pub(crate) use weight::table_bytes;
-pub use weight::{compact, record_heap, value_heap};
+pub use weight::{compact, record_heap};
 // What the revocation list shares with user data: the client, the stream's resume rules and the
 // way fields and dates are read.
 use convert::Fields;

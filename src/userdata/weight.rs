@@ -1,10 +1,11 @@
 //! What a cached user costs in heap bytes, computed from the sizes and capacities of what the
 //! record holds, and the compaction that makes those capacities exact.
 //!
-//! `serde_json` is built with `preserve_order` (bson asks for it), so every object is an
+//! The document is packed (`crate::packed_json`): one exact-size buffer. The permissions stay a
+//! `serde_json::Value`, built with `preserve_order` (bson asks for it), so every object is an
 //! `IndexMap`: a vector of (hash, key, value) buckets plus a hash table of indices. A map grown
 //! one insert at a time keeps up to half its buckets spare; `compact` rebuilds each object at its
-//! exact size so a cached document holds no slack and its weight can be computed exactly.
+//! exact size so cached permissions hold no slack and their weight can be computed exactly.
 
 use super::UserRecord;
 use crate::packed_json::PackedJson;
@@ -38,7 +39,7 @@ pub fn compact(value: Value) -> Value {
 
 /// Heap bytes owned by `value`, assuming it went through `compact` (or was built at its exact
 /// size, as `doc_to_json` does).
-pub fn value_heap(value: &Value) -> usize {
+fn value_heap(value: &Value) -> usize {
     match value {
         Value::String(s) => s.capacity(),
         Value::Array(items) => {
