@@ -3,6 +3,7 @@
 
 use crate::claims::{ClaimPath, Identity};
 use crate::client_cert::ClientCert;
+use crate::json_view::Resolved;
 use crate::packed_json::PackedRef;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -115,6 +116,19 @@ impl Expansion {
         matches!(self, Expansion::CustomData(_) | Expansion::Permissions)
     }
 
+    /// [`Expansion::resolve`] for readers that compare rather than keep: custom data stays
+    /// packed, read in place, and string facts are borrowed, so a rule allocates nothing.
+    pub fn resolve_json<'a>(&self, ctx: &Context<'a>) -> Option<Resolved<'a>> {
+        match self {
+            Expansion::CustomData(path) => custom_data(path.as_ref(), ctx).map(Resolved::Packed),
+            Expansion::UserId => Some(Resolved::Str(&ctx.identity.id)),
+            Expansion::UserProvider => Some(Resolved::Str(&ctx.identity.provider)),
+            Expansion::RequestMethod => Some(Resolved::Str(ctx.request?.method)),
+            Expansion::RequestPath => Some(Resolved::Str(ctx.request?.path)),
+            _ => self.resolve(ctx).map(Resolved::from),
+        }
+    }
+
     pub fn resolve<'a>(&self, ctx: &Context<'a>) -> Option<Cow<'a, Value>> {
         match self {
             Expansion::UserId => Some(Cow::Owned(Value::String(ctx.identity.id.clone()))),
@@ -130,12 +144,7 @@ impl Expansion {
             }
             Expansion::Token(Some(p)) => p.get_in(&ctx.identity.token).map(Cow::Borrowed),
             Expansion::CustomData(path) => {
-                let root = ctx.custom_data?;
-                let found = match path {
-                    None => (!root.is_null()).then_some(root),
-                    Some(p) => p.get_packed(root),
-                };
-                found.map(|value| Cow::Owned(value.to_value()))
+                custom_data(path.as_ref(), ctx).map(|value| Cow::Owned(value.to_value()))
             }
             Expansion::Permissions => ctx.permissions.map(Cow::Borrowed),
             Expansion::RequestMethod => {
@@ -157,6 +166,15 @@ impl Expansion {
                     .collect(),
             ))),
         }
+    }
+}
+
+/// `%%user.custom_data[.path]`: absent without user data, and `null` counts as absent.
+fn custom_data<'a>(path: Option<&ClaimPath>, ctx: &Context<'a>) -> Option<PackedRef<'a>> {
+    let root = ctx.custom_data?;
+    match path {
+        None => (!root.is_null()).then_some(root),
+        Some(path) => path.get_packed(root),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod explain;
 pub mod extract;
 pub mod forward;
 pub mod headers;
+pub mod json_view;
 pub mod jwks;
 pub mod log_safe;
 pub mod metrics;

@@ -70,38 +70,108 @@ impl<'a> PackedRef<'a> {
 
     /// The value of `key` if this is an object that has it.
     pub fn get(self, key: &str) -> Option<PackedRef<'a>> {
-        let (&tag, rest) = self.0.split_first()?;
-        if tag != OBJECT {
-            return None;
+        match self.shape() {
+            PackedShape::Object(mut fields) => fields.find(|(name, _)| *name == key).map(|f| f.1),
+            _ => None,
         }
-        let (mut body, _) = body(rest)?;
-        while !body.is_empty() {
-            let (name, after_name) = string(body)?;
-            let length = encoded_len(after_name)?;
-            if name == key {
-                return Some(PackedRef(after_name.get(..length)?));
-            }
-            body = after_name.get(length..)?;
-        }
-        None
     }
 
     /// Item `index` if this is an array that long.
     pub fn index(self, index: usize) -> Option<PackedRef<'a>> {
-        let (&tag, rest) = self.0.split_first()?;
-        if tag != ARRAY {
-            return None;
+        match self.shape() {
+            PackedShape::Array(mut items) => items.nth(index),
+            _ => None,
         }
-        let (mut body, _) = body(rest)?;
-        for _ in 0..index {
-            body = body.get(encoded_len(body)?..)?;
-        }
-        (!body.is_empty()).then_some(PackedRef(body))
     }
 
-    /// Unpacks this value. A damaged buffer (never produced by `pack`) reads as `null`.
+    /// What this value is, one level deep: scalars read out (strings borrowed), containers left
+    /// packed. A damaged buffer (never produced by `pack`) reads as `null`.
+    pub fn shape(self) -> PackedShape<'a> {
+        self.try_shape().unwrap_or(PackedShape::Null)
+    }
+
+    fn try_shape(self) -> Option<PackedShape<'a>> {
+        let (&tag, rest) = self.0.split_first()?;
+        Some(match tag {
+            NULL => PackedShape::Null,
+            FALSE => PackedShape::Bool(false),
+            TRUE => PackedShape::Bool(true),
+            UNSIGNED => PackedShape::Number(read_leb128(rest)?.0.into()),
+            NEGATIVE => PackedShape::Number(i64::from_le_bytes(*rest.first_chunk()?).into()),
+            FLOAT => {
+                PackedShape::Number(Number::from_f64(f64::from_le_bytes(*rest.first_chunk()?))?)
+            }
+            STRING => PackedShape::String(string(rest)?.0),
+            ARRAY => PackedShape::Array(PackedItems(body(rest)?.0)),
+            OBJECT => PackedShape::Object(PackedFields(body(rest)?.0)),
+            _ => return None,
+        })
+    }
+
+    /// Unpacks this value. A damaged buffer (never produced by `pack`) reads as `null`, and a
+    /// damaged container as the items before the damage.
     pub fn to_value(self) -> Value {
-        read(self.0).map_or(Value::Null, |(value, _)| value)
+        match self.shape() {
+            PackedShape::Null => Value::Null,
+            PackedShape::Bool(b) => Value::Bool(b),
+            PackedShape::Number(n) => Value::Number(n),
+            PackedShape::String(s) => Value::String(s.to_owned()),
+            PackedShape::Array(items) => Value::Array(items.map(PackedRef::to_value).collect()),
+            PackedShape::Object(fields) => Value::Object(
+                fields
+                    .map(|(key, value)| (key.to_owned(), value.to_value()))
+                    .collect::<Map<_, _>>(),
+            ),
+        }
+    }
+}
+
+/// A packed value one level deep (see [`PackedRef::shape`]).
+pub enum PackedShape<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(&'a str),
+    Array(PackedItems<'a>),
+    Object(PackedFields<'a>),
+}
+
+/// The items of a packed array, in order; stops at the first damaged one.
+#[derive(Clone)]
+pub struct PackedItems<'a>(&'a [u8]);
+
+impl<'a> Iterator for PackedItems<'a> {
+    type Item = PackedRef<'a>;
+
+    fn next(&mut self) -> Option<PackedRef<'a>> {
+        let item = encoded_len(self.0).and_then(|length| self.0.split_at_checked(length));
+        let Some((item, rest)) = item else {
+            self.0 = &[];
+            return None;
+        };
+        self.0 = rest;
+        Some(PackedRef(item))
+    }
+}
+
+/// The fields of a packed object, in order; stops at the first damaged one.
+#[derive(Clone)]
+pub struct PackedFields<'a>(&'a [u8]);
+
+impl<'a> Iterator for PackedFields<'a> {
+    type Item = (&'a str, PackedRef<'a>);
+
+    fn next(&mut self) -> Option<(&'a str, PackedRef<'a>)> {
+        let field = string(self.0).and_then(|(name, after_name)| {
+            let (value, rest) = after_name.split_at_checked(encoded_len(after_name)?)?;
+            Some((name, PackedRef(value), rest))
+        });
+        let Some((name, value, rest)) = field else {
+            self.0 = &[];
+            return None;
+        };
+        self.0 = rest;
+        Some((name, value))
     }
 }
 
@@ -193,54 +263,6 @@ fn encoded_len(bytes: &[u8]) -> Option<usize> {
         _ => return None,
     };
     (payload <= rest.len()).then_some(1 + payload)
-}
-
-fn read(bytes: &[u8]) -> Option<(Value, &[u8])> {
-    let (&tag, rest) = bytes.split_first()?;
-    Some(match tag {
-        NULL => (Value::Null, rest),
-        FALSE => (Value::Bool(false), rest),
-        TRUE => (Value::Bool(true), rest),
-        UNSIGNED => {
-            let (n, rest) = read_leb128(rest)?;
-            (Value::from(n), rest)
-        }
-        NEGATIVE => {
-            let (n, rest) = rest.split_first_chunk::<8>()?;
-            (Value::from(i64::from_le_bytes(*n)), rest)
-        }
-        FLOAT => {
-            let (n, rest) = rest.split_first_chunk::<8>()?;
-            let n = Number::from_f64(f64::from_le_bytes(*n))?;
-            (Value::Number(n), rest)
-        }
-        STRING => {
-            let (s, rest) = string(rest)?;
-            (Value::String(s.to_owned()), rest)
-        }
-        ARRAY => {
-            let (mut body, rest) = body(rest)?;
-            let mut items = Vec::new();
-            while !body.is_empty() {
-                let (item, after) = read(body)?;
-                items.push(item);
-                body = after;
-            }
-            (Value::Array(items), rest)
-        }
-        OBJECT => {
-            let (mut body, rest) = body(rest)?;
-            let mut map = Map::new();
-            while !body.is_empty() {
-                let (key, after_key) = string(body)?;
-                let (value, after) = read(after_key)?;
-                map.insert(key.to_owned(), value);
-                body = after;
-            }
-            (Value::Object(map), rest)
-        }
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Evaluating a compiled expression against one request's [`Context`].
+//!
+//! Values are read through [`Json`], so a user's packed custom data is compared in place.
 
 use super::{CmpOp, Cond, Node, Operand};
 use crate::expansion::{Context, Expansion};
-use serde_json::{Map, Value};
-use std::borrow::Cow;
+use crate::json_view::{Json, Resolved, Shape};
+use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
 
 impl Node {
@@ -15,7 +17,7 @@ impl Node {
             Node::Not(node) => !node.eval(ctx),
             Node::Field { left, cond } => {
                 let value = left.resolve(ctx);
-                cond.eval(value.as_deref(), ctx)
+                cond.eval(value.as_ref().map(Resolved::json), ctx)
             }
         }
     }
@@ -31,7 +33,7 @@ impl Node {
 }
 
 impl Cond {
-    fn eval(&self, field: Option<&Value>, ctx: &Context<'_>) -> bool {
+    fn eval(&self, field: Option<Json<'_>>, ctx: &Context<'_>) -> bool {
         match self {
             Cond::Eq(op) => equals(field, op, ctx),
             Cond::Ne(op) => !equals(field, op, ctx),
@@ -40,10 +42,11 @@ impl Cond {
             Cond::Exists(wanted) => field.is_some() == *wanted,
             Cond::Cmp(cmp, op) => match (field, op.resolve(ctx)) {
                 (Some(field), Some(value)) => {
-                    let holds = |v: &Value| compare(v, &value).is_some_and(|o| cmp.accepts(o));
-                    match field {
-                        Value::Array(items) => items.iter().any(holds),
-                        _ => holds(field),
+                    let value = value.json().shape();
+                    let holds = |v: Shape| compare(&v, &value).is_some_and(|o| cmp.accepts(o));
+                    match field.shape() {
+                        Shape::Array(mut items) => items.any(|item| holds(item.shape())),
+                        one => holds(one),
                     }
                 }
                 _ => false,
@@ -52,7 +55,8 @@ impl Cond {
             Cond::Any(conds) => conds.iter().any(|c| c.eval(field, ctx)),
             Cond::Not(cond) => !cond.eval(field, ctx),
             Cond::Nested(node) => {
-                field.is_some_and(|field| matches_value(field, &Value::Bool(node.eval(ctx))))
+                let holds = Shape::Bool(node.eval(ctx));
+                field.is_some_and(|field| matches_value(&field.shape(), &holds))
             }
         }
     }
@@ -70,18 +74,18 @@ impl Cond {
     }
 }
 
-fn equals(field: Option<&Value>, op: &Operand, ctx: &Context<'_>) -> bool {
+fn equals(field: Option<Json<'_>>, op: &Operand, ctx: &Context<'_>) -> bool {
     match (field, op.resolve(ctx)) {
-        (Some(field), Some(value)) => matches_value(field, &value),
+        (Some(field), Some(value)) => matches_value(&field.shape(), &value.json().shape()),
         _ => false,
     }
 }
 
-fn is_in(field: Option<&Value>, op: &Operand, ctx: &Context<'_>) -> bool {
+fn is_in(field: Option<Json<'_>>, op: &Operand, ctx: &Context<'_>) -> bool {
     field.is_some_and(|field| {
-        op.list(ctx)
-            .iter()
-            .any(|candidate| matches_value(field, candidate))
+        // Read out once: a packed field is decoded here, not again for every candidate.
+        let field = field.shape();
+        op.any_candidate(ctx, |candidate| matches_value(&field, &candidate.shape()))
     })
 }
 
@@ -98,38 +102,37 @@ impl CmpOp {
 
 impl Operand {
     /// The runtime value; `None` when an expansion inside is absent.
-    fn resolve<'s>(&'s self, ctx: &Context<'s>) -> Option<Cow<'s, Value>> {
+    fn resolve<'s>(&'s self, ctx: &Context<'s>) -> Option<Resolved<'s>> {
         match self {
-            Operand::Literal(v) => Some(Cow::Borrowed(v)),
-            Operand::Expansion(e) => e.resolve(ctx),
+            Operand::Literal(v) => Some(Resolved::Borrowed(v)),
+            Operand::Expansion(e) => e.resolve_json(ctx),
             Operand::Array(items) => items
                 .iter()
-                .map(|o| o.resolve(ctx).map(Cow::into_owned))
+                .map(|o| o.resolve(ctx).map(Resolved::into_value))
                 .collect::<Option<Vec<_>>>()
-                .map(|items| Cow::Owned(Value::Array(items))),
+                .map(|items| Resolved::Owned(Value::Array(items))),
             Operand::Object(fields) => fields
                 .iter()
-                .map(|(k, o)| Some((k.clone(), o.resolve(ctx)?.into_owned())))
+                .map(|(k, o)| Some((k.clone(), o.resolve(ctx)?.into_value())))
                 .collect::<Option<Map<_, _>>>()
-                .map(|map| Cow::Owned(Value::Object(map))),
+                .map(|map| Resolved::Owned(Value::Object(map))),
         }
     }
 
-    /// The candidates of `%in`: array items (absent expansions among them are skipped), or the
-    /// one value an expansion resolved to.
-    fn list<'s>(&'s self, ctx: &Context<'s>) -> Vec<Cow<'s, Value>> {
+    /// Whether a candidate of `%in` passes `check`: the array's items (absent expansions among
+    /// them are skipped), or the items of the array an expansion resolved to, or that one value.
+    fn any_candidate(&self, ctx: &Context<'_>, mut check: impl FnMut(Json<'_>) -> bool) -> bool {
         match self {
-            Operand::Array(items) => items.iter().filter_map(|o| o.resolve(ctx)).collect(),
-            _ => match self.resolve(ctx) {
-                None => Vec::new(),
-                Some(Cow::Borrowed(Value::Array(items))) => {
-                    items.iter().map(Cow::Borrowed).collect()
+            Operand::Array(items) => items
+                .iter()
+                .any(|o| o.resolve(ctx).is_some_and(|c| check(c.json()))),
+            _ => self.resolve(ctx).is_some_and(|resolved| {
+                let one = resolved.json();
+                match one.shape() {
+                    Shape::Array(mut items) => items.any(check),
+                    _ => check(one),
                 }
-                Some(Cow::Owned(Value::Array(items))) => {
-                    items.into_iter().map(Cow::Owned).collect()
-                }
-                Some(one) => vec![one],
-            },
+            }),
         }
     }
 
@@ -145,40 +148,53 @@ impl Operand {
 
 /// MongoDB query equality: the field equals the value, or the field is an array with an element
 /// equal to it.
-fn matches_value(field: &Value, value: &Value) -> bool {
-    json_eq(field, value)
-        || matches!(field, Value::Array(items) if items.iter().any(|item| json_eq(item, value)))
+fn matches_value(field: &Shape<'_>, value: &Shape<'_>) -> bool {
+    json_eq(field.clone(), value.clone())
+        || match field {
+            Shape::Array(items) => items
+                .clone()
+                .any(|item| json_eq(item.shape(), value.clone())),
+            _ => false,
+        }
 }
 
 /// Deep equality where numbers compare by value (`1 == 1.0`), as BSON numbers do.
-fn json_eq(a: &Value, b: &Value) -> bool {
+fn json_eq(a: Shape<'_>, b: Shape<'_>) -> bool {
     match (a, b) {
-        (Value::Number(_), Value::Number(_)) => compare(a, b) == Some(Ordering::Equal),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        (Shape::Null, Shape::Null) => true,
+        (Shape::Bool(x), Shape::Bool(y)) => x == y,
+        (Shape::Number(x), Shape::Number(y)) => compare_numbers(&x, &y) == Some(Ordering::Equal),
+        (Shape::String(x), Shape::String(y)) => x == y,
+        (Shape::Array(mut x), Shape::Array(mut y)) => loop {
+            match (x.next(), y.next()) {
+                (None, None) => break true,
+                (Some(a), Some(b)) if json_eq(a.shape(), b.shape()) => {}
+                _ => break false,
+            }
+        },
+        (Shape::Object(x), Shape::Object(y)) => {
+            x.count() == y.count()
+                && x.all(|key, a| y.get(key).is_some_and(|b| json_eq(a.shape(), b.shape())))
         }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
-        }
-        _ => a == b,
+        _ => false,
     }
 }
 
 /// Order between two numbers or two strings; other pairs do not compare.
-fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+fn compare(a: &Shape<'_>, b: &Shape<'_>) -> Option<Ordering> {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
-                Some(x.cmp(&y))
-            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
-                Some(x.cmp(&y))
-            } else {
-                x.as_f64()?.partial_cmp(&y.as_f64()?)
-            }
-        }
-        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Shape::Number(x), Shape::Number(y)) => compare_numbers(x, y),
+        (Shape::String(x), Shape::String(y)) => Some(x.cmp(y)),
         _ => None,
+    }
+}
+
+fn compare_numbers(x: &Number, y: &Number) -> Option<Ordering> {
+    if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+        Some(x.cmp(&y))
+    } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+        Some(x.cmp(&y))
+    } else {
+        x.as_f64()?.partial_cmp(&y.as_f64()?)
     }
 }

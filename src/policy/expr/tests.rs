@@ -105,6 +105,24 @@ fn arrays_match_element_wise() {
 }
 
 #[test]
+fn packed_custom_data_compares_in_place_as_a_value_would() {
+    // Objects match whatever their field order; numbers by value, inside arrays too.
+    holds(json!({"%%user.custom_data.profile": {"limits": {"rps": 10}, "tier": "gold"}}));
+    holds(json!({"%%user.custom_data.profile": {"limits": {"rps": 10.0}, "tier": "gold"}}));
+    fails(json!({"%%user.custom_data.profile": {"limits": {"rps": 10}, "tier": "gold", "x": 1}}));
+    holds(json!({"%%user.custom_data.pair": [1.0, 2]}));
+    fails(json!({"%%user.custom_data.pair": [1, 2, 3]}));
+    fails(json!({"%%user.custom_data.pair": [1]}));
+    // Packed on both sides.
+    holds(json!({"%%user.custom_data.profile": "%%user.custom_data.profile"}));
+    fails(json!({"%%user.custom_data.profile": "%%user.custom_data.profile.limits"}));
+    holds(json!({"%%user.custom_data.age": {"%gt": "%%user.custom_data.profile.limits.rps"}}));
+    holds(json!({"%%user.custom_data.name": {"%lt": "Bob"}}));
+    holds(json!({"%%user.custom_data.pair": {"%gte": 2}}));
+    fails(json!({"%%user.custom_data.pair": {"%gt": 2}}));
+}
+
+#[test]
 fn nested_dotted_paths() {
     holds(json!({"%%user.custom_data.profile.tier": "gold"}));
     holds(json!({"%%user.custom_data.profile.limits.rps": 10}));
