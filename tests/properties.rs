@@ -16,11 +16,12 @@ mod common;
 
 use claimgate::app::App;
 use claimgate::claims::{ClaimPath, Identity};
-use claimgate::config::{ForwardConfig, HeaderEncoding, TokenSource};
+use claimgate::config::{ForwardConfig, HeaderEncoding, RuleConfig, TokenSource};
 use claimgate::expansion::Context;
 use claimgate::headers::{header_value, HeaderPlan};
 use claimgate::jwks::{Alg, KeySet};
 use claimgate::packed_json::PackedJson;
+use claimgate::policy::Policy;
 use common::{Claims, SigningKey};
 use http::{HeaderMap, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
@@ -363,4 +364,54 @@ proptest! {
             prop_assert_eq!(found, expected, "path {:?}", segments);
         }
     }
+
+    #[test]
+    fn a_rule_compares_a_packed_document_as_it_would_its_value(value in claim_value()) {
+        // Only what a rule reads as a literal: no `%%expansion` strings, no operator keys.
+        prop_assume!(reads_as_literal(&value));
+        let document = PackedJson::pack(&json!({"x": value.clone()}));
+        // A `null` field is absent, and an absent field equals nothing.
+        let present = !value.is_null();
+        prop_assert_eq!(allows(json!({"%%user.custom_data.x": value.clone()}), &document), present);
+        prop_assert_eq!(allows(json!({"%%user.custom_data.x": {"%in": [value.clone()]}}), &document), present);
+        prop_assert_eq!(allows(json!({"%%user.custom_data.x": "%%user.custom_data.x"}), &document), present);
+        let longer = allows(json!({"%%user.custom_data.x": [value, "other"]}), &document);
+        prop_assert!(!longer, "matched an array one item longer");
+    }
+}
+
+fn reads_as_literal(value: &Value) -> bool {
+    match value {
+        Value::String(s) => !s.starts_with("%%"),
+        Value::Array(items) => items.iter().all(reads_as_literal),
+        Value::Object(map) => map
+            .iter()
+            .all(|(k, v)| !k.starts_with('%') && !k.starts_with('$') && reads_as_literal(v)),
+        _ => true,
+    }
+}
+
+/// Whether `allow_when` lets user `ann`, with `document` as custom data, through.
+fn allows(allow_when: Value, document: &PackedJson) -> bool {
+    let rules: Vec<RuleConfig> = serde_json::from_value(json!([
+        {"match": {"path_prefix": "/"}, "allow_when": allow_when}
+    ]))
+    .expect("rules deserialize");
+    let policy = Policy::compile(&rules, &Default::default(), true).expect("rules compile");
+    let identity = Identity {
+        id: "ann".into(),
+        provider: Arc::from("corp"),
+        data: Arc::default(),
+        token: Arc::default(),
+    };
+    let ctx = Context {
+        identity: &identity,
+        custom_data: Some(document.root()),
+        permissions: None,
+        request: None,
+    };
+    let rule = policy
+        .route(&http::Method::GET, "/")
+        .expect("a rule matches");
+    rule.check(&ctx).is_ok()
 }
