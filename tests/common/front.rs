@@ -123,7 +123,7 @@ pub const CADDY_SITE: &str = r#"
     }
 "#;
 
-/// A front proxy child process on a free 127.0.0.1 port; killed on drop.
+/// A front proxy child process on a free 127.0.0.1 port; stopped on drop, workers and all.
 pub struct FrontProxy {
     child: Child,
     dir: tempfile::TempDir,
@@ -227,8 +227,7 @@ impl FrontProxy {
 
 impl Drop for FrontProxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_gracefully(&mut self.child, Duration::from_secs(5));
     }
 }
 

@@ -376,23 +376,28 @@ impl Proxy {
 
     /// Stops the proxy with SIGTERM (graceful, so logs are flushed), SIGKILL after 5 s.
     pub fn terminate(&self) {
-        let mut guard = self.child.lock().unwrap();
-        let Some(mut child) = guard.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_gracefully(&mut child, Duration::from_secs(5));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
+}
+
+/// Stops `child` with SIGTERM, SIGKILL if it is still running after `grace`. Graceful so that
+/// logs are flushed, and so that a master process (nginx) takes its workers down with it: a
+/// SIGKILLed nginx master leaves its workers running.
+pub fn stop_gracefully(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Proxy {
