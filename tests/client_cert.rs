@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{DnType, SanType};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
@@ -98,15 +99,15 @@ async fn get(
 ) -> Result<(u16, serde_json::Value), String> {
     let config = certs::client_config(&setup.server_ca, client);
     let addr = setup.proxy.url.trim_start_matches("http://");
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tcp = within("connect", TcpStream::connect(addr)).await?;
     let name = ServerName::try_from("localhost").unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
+    let connector = TlsConnector::from(Arc::new(config));
+    let tls = within("TLS handshake", connector.connect(name, tcp)).await?;
+    let (mut sender, conn) = within(
+        "HTTP/1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)),
+    )
+    .await?;
     tokio::spawn(conn);
     let request = http::Request::get(path)
         .header("host", "localhost")
@@ -115,13 +116,25 @@ async fn get(
         .header("x-client-subject", "CN=forged")
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = within("response head", sender.send_request(request)).await?;
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    let body = within("response body", response.into_body().collect()).await?;
+    Ok((
+        status,
+        serde_json::from_slice(&body.to_bytes()).unwrap_or_default(),
+    ))
+}
+
+/// `step`'s result, its error as text. A step that makes no progress fails the test rather than
+/// passing for a refusal, or hanging the run.
+async fn within<T, E: ToString>(
+    step: &str,
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_secs(10), future).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => panic!("{step}: no progress within 10 s"),
+    }
 }
 
 /// The one value of `name` the upstream saw (the echo fails the test on two copies).
@@ -148,9 +161,20 @@ async fn required_client_certificates_are_verified_and_reach_rules_and_headers()
         refused.is_err(),
         "served a cert from another CA: {refused:?}"
     );
-    let metrics = setup.proxy.metrics().await;
-    let failures = metric(&metrics, "claimgate_tls_handshake_errors_total", &[]).unwrap();
-    assert!(failures >= 2.0, "{failures}");
+    // The client reads the server's alert before the server counts the failure: poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = setup.proxy.metrics().await;
+        let failures = metric(&metrics, "claimgate_tls_handshake_errors_total", &[]).unwrap();
+        if failures >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{failures} handshake failures counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A verified client: its names reach the upstream, the client's own copy never does.
     let (status, echo) = get(&setup, Some(&billing), "/hello").await.unwrap();
