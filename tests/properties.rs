@@ -16,13 +16,12 @@ mod common;
 
 use claimgate::app::App;
 use claimgate::claims::{ClaimPath, Identity};
-use claimgate::config::{ForwardConfig, HeaderEncoding, RuleConfig, TokenSource};
+use claimgate::config::{ForwardConfig, HeaderEncoding, TokenSource};
 use claimgate::expansion::Context;
 use claimgate::headers::{header_value, HeaderPlan};
 use claimgate::jwks::{Alg, KeySet};
 use claimgate::packed_json::PackedJson;
-use claimgate::policy::Policy;
-use common::{Claims, SigningKey};
+use common::{one_rule, Claims, SigningKey};
 use http::{HeaderMap, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use proptest::prelude::*;
@@ -393,17 +392,8 @@ fn reads_as_literal(value: &Value) -> bool {
 
 /// Whether `allow_when` lets user `ann`, with `document` as custom data, through.
 fn allows(allow_when: Value, document: &PackedJson) -> bool {
-    let rules: Vec<RuleConfig> = serde_json::from_value(json!([
-        {"match": {"path_prefix": "/"}, "allow_when": allow_when}
-    ]))
-    .expect("rules deserialize");
-    let policy = Policy::compile(&rules, &Default::default(), true).expect("rules compile");
-    let identity = Identity {
-        id: "ann".into(),
-        provider: Arc::from("corp"),
-        data: Arc::default(),
-        token: Arc::default(),
-    };
+    let policy = one_rule::policy(allow_when);
+    let identity = one_rule::ann();
     let ctx = Context {
         identity: &identity,
         custom_data: Some(document.root()),

@@ -2,40 +2,25 @@
 //! nothing, whether its conditions hold or fail, for `%in` on an array, string and object
 //! equality, comparisons, request facts and expansions on the value side.
 
-use claimgate::claims::Identity;
-use claimgate::config::RuleConfig;
 use claimgate::expansion::{Context, RequestFacts};
 use claimgate::packed_json::PackedJson;
-use claimgate::policy::Policy;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/one_rule.rs"]
+mod one_rule;
 
 use counting_alloc::{thread_allocations, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn policy(allow_when: Value) -> Policy {
-    let rules: Vec<RuleConfig> = serde_json::from_value(json!([
-        {"match": {"path_prefix": "/"}, "allow_when": allow_when}
-    ]))
-    .expect("rules deserialize");
-    Policy::compile(&rules, &Default::default(), true).expect("rules compile")
-}
-
 /// Checks the rule for `GET /reports` by user `ann` with `document` as custom data: whether it
 /// allowed, and how many allocations 100 checks made on this thread.
 fn check(allow_when: Value, document: &Value) -> (bool, u64) {
-    let policy = policy(allow_when);
-    let identity = Identity {
-        id: "ann".into(),
-        provider: Arc::from("corp"),
-        data: Arc::default(),
-        token: Arc::default(),
-    };
+    let policy = one_rule::policy(allow_when);
+    let identity = one_rule::ann();
     let document = PackedJson::pack(document);
     let ctx = Context {
         identity: &identity,

@@ -11,6 +11,7 @@ pub mod front;
 pub mod keys;
 pub mod load;
 pub mod mongo;
+pub mod one_rule;
 pub mod raw;
 pub mod revocation;
 pub mod servers;
