@@ -116,56 +116,40 @@ impl Expansion {
         matches!(self, Expansion::CustomData(_) | Expansion::Permissions)
     }
 
-    /// [`Expansion::resolve`] for readers that compare rather than keep: custom data stays
-    /// packed, read in place, and string facts are borrowed, so a rule allocates nothing.
+    /// The value, as readers that compare rather than keep want it: custom data stays packed,
+    /// read in place, and string facts are borrowed, so a rule allocates nothing.
     pub fn resolve_json<'a>(&self, ctx: &Context<'a>) -> Option<Resolved<'a>> {
-        match self {
-            Expansion::CustomData(path) => custom_data(path.as_ref(), ctx).map(Resolved::Packed),
-            Expansion::UserId => Some(Resolved::Str(&ctx.identity.id)),
-            Expansion::UserProvider => Some(Resolved::Str(&ctx.identity.provider)),
-            Expansion::RequestMethod => Some(Resolved::Str(ctx.request?.method)),
-            Expansion::RequestPath => Some(Resolved::Str(ctx.request?.path)),
-            _ => self.resolve(ctx).map(Resolved::from),
-        }
-    }
-
-    pub fn resolve<'a>(&self, ctx: &Context<'a>) -> Option<Cow<'a, Value>> {
-        match self {
-            Expansion::UserId => Some(Cow::Owned(Value::String(ctx.identity.id.clone()))),
-            Expansion::UserProvider => {
-                Some(Cow::Owned(Value::String(ctx.identity.provider.to_string())))
-            }
+        Some(match self {
+            Expansion::UserId => Resolved::Str(&ctx.identity.id),
+            Expansion::UserProvider => Resolved::Str(&ctx.identity.provider),
             Expansion::UserData(None) => {
-                Some(Cow::Owned(Value::Object((*ctx.identity.data).clone())))
+                Resolved::Owned(Value::Object((*ctx.identity.data).clone()))
             }
-            Expansion::UserData(Some(p)) => p.get_in(&ctx.identity.data).map(Cow::Borrowed),
-            Expansion::Token(None) => {
-                Some(Cow::Owned(Value::Object((*ctx.identity.token).clone())))
+            Expansion::UserData(Some(p)) => Resolved::Borrowed(p.get_in(&ctx.identity.data)?),
+            Expansion::Token(None) => Resolved::Owned(Value::Object((*ctx.identity.token).clone())),
+            Expansion::Token(Some(p)) => Resolved::Borrowed(p.get_in(&ctx.identity.token)?),
+            Expansion::CustomData(path) => Resolved::Packed(custom_data(path.as_ref(), ctx)?),
+            Expansion::Permissions => Resolved::Borrowed(ctx.permissions?),
+            Expansion::RequestMethod => Resolved::Str(ctx.request?.method),
+            Expansion::RequestPath => Resolved::Str(ctx.request?.path),
+            Expansion::RequestRemoteIp => {
+                Resolved::Owned(Value::String(ctx.request?.remote_ip.to_string()))
             }
-            Expansion::Token(Some(p)) => p.get_in(&ctx.identity.token).map(Cow::Borrowed),
-            Expansion::CustomData(path) => {
-                custom_data(path.as_ref(), ctx).map(|value| Cow::Owned(value.to_value()))
-            }
-            Expansion::Permissions => ctx.permissions.map(Cow::Borrowed),
-            Expansion::RequestMethod => {
-                Some(Cow::Owned(Value::String(ctx.request?.method.to_owned())))
-            }
-            Expansion::RequestPath => Some(Cow::Owned(Value::String(ctx.request?.path.to_owned()))),
-            Expansion::RequestRemoteIp => Some(Cow::Owned(Value::String(
-                ctx.request?.remote_ip.to_string(),
-            ))),
-            Expansion::ClientCertSubject => Some(Cow::Owned(Value::String(
-                ctx.request?.client_cert?.subject.clone(),
-            ))),
-            Expansion::ClientCertSan => Some(Cow::Owned(Value::Array(
+            Expansion::ClientCertSubject => Resolved::Str(&ctx.request?.client_cert?.subject),
+            Expansion::ClientCertSan => Resolved::Owned(Value::Array(
                 ctx.request?
                     .client_cert?
                     .san
                     .iter()
                     .map(|name| Value::String(name.clone()))
                     .collect(),
-            ))),
-        }
+            )),
+        })
+    }
+
+    /// The value as a `serde_json::Value`, for readers that keep or render it.
+    pub fn resolve<'a>(&self, ctx: &Context<'a>) -> Option<Cow<'a, Value>> {
+        self.resolve_json(ctx).map(Resolved::into_cow)
     }
 }
 

@@ -125,20 +125,16 @@ impl<'a> Resolved<'a> {
     }
 
     pub fn into_value(self) -> Value {
-        match self {
-            Resolved::Borrowed(value) => value.clone(),
-            Resolved::Owned(value) => value,
-            Resolved::Packed(packed) => packed.to_value(),
-            Resolved::Str(s) => Value::String(s.to_owned()),
-        }
+        self.into_cow().into_owned()
     }
-}
 
-impl<'a> From<Cow<'a, Value>> for Resolved<'a> {
-    fn from(value: Cow<'a, Value>) -> Self {
-        match value {
-            Cow::Borrowed(value) => Resolved::Borrowed(value),
-            Cow::Owned(value) => Resolved::Owned(value),
+    /// A `Value`, borrowed where it already is one.
+    pub fn into_cow(self) -> Cow<'a, Value> {
+        match self {
+            Resolved::Borrowed(value) => Cow::Borrowed(value),
+            Resolved::Owned(value) => Cow::Owned(value),
+            Resolved::Packed(packed) => Cow::Owned(packed.to_value()),
+            Resolved::Str(s) => Cow::Owned(Value::String(s.to_owned())),
         }
     }
 }
